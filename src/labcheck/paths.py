@@ -1,0 +1,40 @@
+"""Where the repository's non-package parts live (reference/, tests/, examples/).
+
+labcheck is installed editable from its checkout (see README), so these sit next to src/.
+$LABCHECK_HOME overrides the checkout root, for an install that keeps them elsewhere.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+EXERCISES = ("width", "sgd", "batchnorm", "hyperparams", "gradnorms")
+
+
+def repo_root() -> Path:
+    env = os.environ.get("LABCHECK_HOME")
+    if env:
+        return Path(env).resolve()
+    return Path(__file__).resolve().parents[2]
+
+
+def reference_dir() -> Path:
+    return repo_root() / "reference"
+
+
+def reference_file(exercise: str) -> Path:
+    if exercise not in EXERCISES:
+        raise ValueError(f"unknown exercise {exercise!r}; known: {', '.join(EXERCISES)}")
+    return reference_dir() / f"{exercise}.py"
+
+
+def bands_dir() -> Path:
+    return reference_dir() / "bands"
+
+
+def tests_dir() -> Path:
+    return repo_root() / "tests"
+
+
+def examples_dir() -> Path:
+    return repo_root() / "examples"
