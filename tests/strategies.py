@@ -8,7 +8,7 @@ SEEDS = st.integers(min_value=0, max_value=2**31 - 1)
 SMALL_DIM = st.integers(min_value=1, max_value=12)
 LEARNING_RATES = st.floats(min_value=1e-4, max_value=1.0, allow_nan=False, allow_infinity=False)
 MOMENTA = st.floats(min_value=0.0, max_value=0.99, allow_nan=False, allow_infinity=False)
-FINITE_F32 = {"min_value": -10.0, "max_value": 10.0, "allow_nan": False, "allow_infinity": False, "width": 32}
+FINITE_F32 = {"min_value": -10.0, "max_value": 10.0, "allow_nan": False, "allow_infinity": False}
 
 
 def float_tensors(shape) -> st.SearchStrategy[torch.Tensor]:
@@ -19,5 +19,5 @@ def float_tensors(shape) -> st.SearchStrategy[torch.Tensor]:
 MATRICES = st.tuples(SMALL_DIM, SMALL_DIM).flatmap(float_tensors)
 HUGE_LOGITS = nps.arrays(
     np.float32, st.tuples(st.integers(1, 8), st.integers(2, 10)),
-    elements={"min_value": -1e4, "max_value": 1e4, "allow_nan": False, "width": 32},
+    elements={"min_value": -1e4, "max_value": 1e4, "allow_nan": False},
 ).map(torch.from_numpy)

@@ -4,6 +4,7 @@
     labcheck data [--download]                 where each data set was found, sizes, checksums
     labcheck reproduce ID [reference flags]    run reference/ID.py (e.g. --quick, --dry-run, --out DIR)
     labcheck grade SUBMISSION... --exercise ID --out DIR
+    labcheck grade --examples [--exercise ID] --out DIR
     labcheck bench [--exercise ID]             throughput table of the training cores
 """
 from __future__ import annotations
@@ -97,17 +98,25 @@ def get_args_parser() -> argparse.ArgumentParser:
                        add_help=False)
     p.add_argument("exercise", choices=paths.EXERCISES, metavar="ID", help=f"one of {', '.join(paths.EXERCISES)}")
     p = sub.add_parser("grade", help="grade submissions against an exercise's contract tests")
-    p.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="files or folders (a folder of many: each entry)")
-    p.add_argument("--exercise", required=True, choices=paths.EXERCISES, metavar="ID", help="exercise to grade")
+    p.add_argument("submissions", nargs="*", metavar="SUBMISSION",
+                   help="files (.py/.ipynb) or folders (a folder of many: each entry)")
+    p.add_argument("--exercise", choices=paths.EXERCISES, metavar="ID", default=None,
+                   help="exercise to grade; required unless --examples (default: None)")
+    p.add_argument("--examples", action="store_true",
+                   help="grade the bundled examples/<id>/*.py and check their EXPECTED_FAILURES (default: False)")
     p.add_argument("--out", metavar="DIR", default="runs/grades", help="report folder (default: runs/grades)")
     p.add_argument("--jobs", type=int, default=2, metavar="N", help="submissions graded in parallel (default: 2)")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds per call (default: 60.0)")
+    p.add_argument("--total-timeout", type=float, default=900.0, metavar="S",
+                   help="seconds per submission, all its tests together (default: 900.0)")
     p.add_argument("--memory-mb", type=int, default=3072, metavar="MB", help="worker memory limit (default: 3072)")
     p.add_argument("--fresh", action="store_true", help="regrade even where a finished report exists (default: False)")
     p = sub.add_parser("bench", help="throughput table of each exercise's training core")
     p.add_argument("--exercise", choices=paths.EXERCISES, metavar="ID", default=None, help="only this one (default: all)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu or cuda (default: cpu)")
     p.add_argument("--seconds", type=float, default=2.0, metavar="S", help="time per measurement (default: 2.0)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch and BLAS threads; None: $LABCHECK_BENCH_THREADS or 1 (default: None)")
     return parser
 
 

@@ -4,9 +4,11 @@ Options (group "labcheck"):
   --labcheck-submission PATH   grade this submission (.py, folder or .ipynb) instead of the reference
   --labcheck-exercise ID       run only this exercise's tests (required with --labcheck-submission)
   --labcheck-timeout S         wall-clock seconds per call into the submission
+  --labcheck-startup-timeout S wall-clock seconds for the worker to load the submission
   --labcheck-memory-mb MB      memory limit of the submission's worker process
   --labcheck-results PATH      write a Gradescope results.json of the graded tests
   --labcheck-deny PATH         an extra path the submission may not read (repeatable)
+  --labcheck-reference PATH    the reference module `lab.expect` runs (default: reference/<id>.py)
 Markers: gpu (needs CUDA, skipped cleanly without it), slow, graded(points=...), exercise(id).
 
 Graded tests take the `lab` fixture: `lab.call(probe, ...)` runs a probe against the submission
@@ -40,20 +42,38 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _exercise_id(text: str) -> str:
+    """An exercise of CONTRACTS.md, or an internal probe set such as `_selftest` (labcheck's own tests)."""
+    if text in paths.EXERCISES or (text.startswith("_") and importlib.util.find_spec(f"labcheck.probes.{text}")):
+        return text
+    raise ValueError(f"unknown exercise {text!r}; one of {', '.join(paths.EXERCISES)}")
+
+
+def known_exercise(text) -> bool:
+    try:
+        return isinstance(text, str) and _exercise_id(text) == text
+    except (ValueError, ImportError):
+        return False
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("labcheck", "labcheck: reference checks and grading")
     group.addoption("--labcheck-submission", metavar="PATH", default=None,
                     help="grade this submission instead of the reference. Default: %(default)r")
-    group.addoption("--labcheck-exercise", metavar="ID", default=None, choices=paths.EXERCISES,
-                    help="only run this exercise's tests. Default: %(default)r")
+    group.addoption("--labcheck-exercise", metavar="ID", default=None, type=_exercise_id,
+                    help=f"only run this exercise's tests ({', '.join(paths.EXERCISES)}). Default: %(default)r")
     group.addoption("--labcheck-timeout", metavar="S", type=_positive_float, default=Limits.timeout,
                     help="seconds per call into a submission. Default: %(default)r")
+    group.addoption("--labcheck-startup-timeout", metavar="S", type=_positive_float, default=Limits.startup_timeout,
+                    help="seconds a submission may take to load (imports, definitions). Default: %(default)r")
     group.addoption("--labcheck-memory-mb", metavar="MB", type=int, default=Limits.memory_mb,
                     help="memory limit of a submission's worker in MB. Default: %(default)r")
     group.addoption("--labcheck-results", metavar="PATH", default=None,
                     help="write a Gradescope results.json of the graded tests. Default: %(default)r")
     group.addoption("--labcheck-deny", metavar="PATH", action="append", default=[],
                     help="extra path a submission may not read (repeatable). Default: %(default)r")
+    group.addoption("--labcheck-reference", metavar="PATH", default=None,
+                    help="reference module for lab.expect instead of reference/<id>.py. Default: %(default)r")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -88,10 +108,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if marker:
             unknown = set(marker.kwargs) - {"points"}
             if unknown:
-                raise ValueError(f"graded mark can't have {sorted(unknown)} keyword arguments ({item.nodeid})")
+                raise pytest.UsageError(f"graded mark can't have {sorted(unknown)} keyword arguments ({item.nodeid})")
         marker = item.get_closest_marker("exercise")
-        if marker and (not marker.args or marker.args[0] not in paths.EXERCISES):
-            raise ValueError(f"exercise mark needs one of {paths.EXERCISES} ({item.nodeid})")
+        if marker and (not marker.args or not known_exercise(marker.args[0])):
+            raise pytest.UsageError(f"exercise mark needs one of {paths.EXERCISES} ({item.nodeid})")
     wanted = config.getoption("--labcheck-exercise")
     grading = config.getoption("--labcheck-submission") is not None
     if not wanted and not grading:
@@ -120,7 +140,7 @@ class LabSession:
         self.state = state
         self.exercise = exercise
         submission = state.config.getoption("--labcheck-submission")
-        self.submission = Path(submission) if submission else paths.reference_file(exercise)
+        self._submission = Path(submission) if submission else None
         self.is_reference = submission is None
         self._sandbox: Sandbox | None = None
         self._reference = None
@@ -131,7 +151,8 @@ class LabSession:
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:
             cfg = self.state.config
-            limits = Limits(timeout=cfg.getoption("--labcheck-timeout"), memory_mb=cfg.getoption("--labcheck-memory-mb"))
+            limits = Limits(timeout=cfg.getoption("--labcheck-timeout"), memory_mb=cfg.getoption("--labcheck-memory-mb"),
+                            startup_timeout=cfg.getoption("--labcheck-startup-timeout"))
             deny = list(cfg.getoption("--labcheck-deny"))
             results = cfg.getoption("--labcheck-results")
             if results:
@@ -143,9 +164,18 @@ class LabSession:
         """The probe's result on the submission (raises SubmissionFailure: the test fails with it)."""
         return self.sandbox.call(probe, **kwargs)
 
+    @property
+    def submission(self) -> Path:
+        """The graded file: --labcheck-submission, or the reference itself by default."""
+        return self._submission if self._submission is not None else self.reference_path()
+
+    def reference_path(self) -> Path:
+        override = self.state.config.getoption("--labcheck-reference")
+        return Path(override).resolve() if override else paths.reference_file(self.exercise)
+
     def reference_module(self):
         if self._reference is None:
-            path = paths.reference_file(self.exercise)
+            path = self.reference_path()
             name = f"labcheck_reference_{self.exercise}"
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
@@ -186,7 +216,8 @@ class LabcheckState:
     def __init__(self, config: pytest.Config):
         self.config = config
         self.sessions: dict[str, LabSession] = {}
-        self.results: list[dict] = []
+        self.results: list[dict] = []  # graded tests in the order they ran
+        self.planned: dict[str, dict] = {}  # nodeid -> entry, every collected graded test (results.json)
 
     def lab(self, exercise: str) -> LabSession:
         if exercise not in self.sessions:
@@ -208,6 +239,28 @@ class LabcheckState:
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self._record(item, report)
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Plan every graded test as 'not run', so a results file is complete even if grading stops early."""
+        for item in session.items:
+            if item.get_closest_marker("graded"):
+                self.planned[item.nodeid] = self._entry(item, 0.0, "failed", "not run", not_run=True)
+        self._write()
+
+    def _entry(self, item: pytest.Item, score: float, status: str, output: str, not_run: bool = False) -> dict:
+        entry = {
+            "name": item.nodeid.split("::")[-1],
+            "nodeid": item.nodeid,
+            "exercise": exercise_of(item),
+            "score": score,
+            "max_score": points_of(item),
+            "status": status,
+            "output": output,
+            "visibility": "visible",
+        }
+        if not_run:
+            entry["not_run"] = True
+        return entry
+
     def _record(self, item: pytest.Item, report: pytest.TestReport) -> None:
         max_score = points_of(item)
         if report.passed:
@@ -219,23 +272,27 @@ class LabcheckState:
             output = _short_message(report)
             if note:
                 output = f"{note}\n{output}"
-        self.results.append({
-            "name": item.nodeid.split("::")[-1],
-            "nodeid": item.nodeid,
-            "exercise": exercise_of(item),
-            "score": score,
-            "max_score": max_score,
-            "status": status,
-            "output": output,
-            "visibility": "visible",
-        })
+        entry = self._entry(item, score, status, output)
+        self.results.append(entry)
+        self.planned[item.nodeid] = entry
+        self._write()
+
+    def _write(self, final: bool = False) -> None:
+        path = self.config.getoption("--labcheck-results")
+        if not path:
+            return
+        from labcheck.report import gradescope_results, write_json_atomic
+
+        tests = []
+        for entry in self.planned.values():
+            if entry.get("not_run"):
+                entry = {**entry, "output": "not run: the grading session ended before this test"
+                         if final else "not run (yet)"}
+            tests.append(entry)
+        write_json_atomic(path, gradescope_results(tests))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        path = self.config.getoption("--labcheck-results")
-        if path:
-            from labcheck.report import gradescope_results
-
-            Path(path).write_text(json.dumps(gradescope_results(self.results), indent=2) + "\n")
+        self._write(final=True)
 
 
 def _short_message(report: pytest.TestReport, limit: int = 3000) -> str:

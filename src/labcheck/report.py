@@ -1,15 +1,154 @@
 """Grade reports: Gradescope results.json, a Markdown summary and a class gradebook CSV."""
 from __future__ import annotations
 
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
 
-def gradescope_results(tests: list[dict]) -> dict:
-    """Gradescope's results.json: the total and one entry per graded test."""
-    entries = [
-        {key: t[key] for key in ("name", "score", "max_score", "status", "output", "visibility")}
-        for t in tests
-    ]
-    return {
-        "score": round(sum(t["score"] for t in tests), 4),
-        "max_score": round(sum(t["max_score"] for t in tests), 4),
+GRADESCOPE_STATUS = ("passed", "failed")  # what Gradescope's tests[].status accepts
+
+
+def gradescope_results(tests: list[dict], output: str = "") -> dict:
+    """Gradescope's results.json: the total and one entry per graded test (in test order)."""
+    entries = []
+    for t in tests:
+        entry = {key: t.get(key) for key in ("name", "score", "max_score", "status", "output", "visibility")}
+        entry["score"] = round(float(entry["score"] or 0.0), 4)
+        entry["max_score"] = float(entry["max_score"] or 0.0)
+        entry["output"] = str(entry["output"] or "")
+        entry["visibility"] = entry["visibility"] or "visible"
+        if entry["status"] not in GRADESCOPE_STATUS:  # a skipped graded test scores 0: say why
+            entry["output"] = f"{entry['status']}: {entry['output']}".strip()
+            entry["status"] = "failed"
+        entries.append(entry)
+    results = {
+        "score": round(sum(t["score"] for t in entries), 4),
+        "max_score": round(sum(t["max_score"] for t in entries), 4),
         "tests": entries,
     }
+    if output:
+        results["output"] = output
+    return results
+
+
+def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a report."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def base_name(test_name: str) -> str:
+    """`test_x[param]` -> `test_x` (EXPECTED_FAILURES lists test functions)."""
+    return test_name.split("[", 1)[0]
+
+
+def lost_points(results: dict) -> list[dict]:
+    return [t for t in results.get("tests", []) if float(t.get("score", 0)) < float(t.get("max_score", 0))]
+
+
+def rows(subs, results: dict[str, dict]) -> list[dict]:
+    """One row per submission: totals, tests that lost points, and (examples) the expectation."""
+    out = []
+    for sub in subs:
+        res = results.get(sub.name) or {"score": 0.0, "max_score": 0.0, "tests": []}
+        failed = lost_points(res)
+        failed_names = sorted({base_name(t["name"]) for t in failed})
+        expected = sub.expected_failures
+        out.append({
+            "name": sub.name,
+            "exercise": sub.exercise,
+            "submission": str(sub.path),
+            "score": float(res.get("score", 0.0)),
+            "max_score": float(res.get("max_score", 0.0)),
+            "tests": res.get("tests", []),
+            "failed": failed,
+            "failed_names": failed_names,
+            "output": res.get("output", ""),
+            "expected": sorted(expected) if expected is not None else None,
+            "expectation_met": expected is None or set(expected) == set(failed_names) and bool(res.get("tests")),
+        })
+    return out
+
+
+def write_gradebook(path: str | os.PathLike, table: list[dict]) -> None:
+    """CSV: name, exercise, score, max_score, then one column per graded test (its score)."""
+    exercises = sorted({r["exercise"] for r in table})
+    columns: list[str] = []
+    for r in table:
+        for t in r["tests"]:
+            col = t["name"] if len(exercises) == 1 else f"{r['exercise']}::{t['name']}"
+            if col not in columns:
+                columns.append(col)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["name", "exercise", "score", "max_score", *columns])
+        for r in table:
+            scores = {(t["name"] if len(exercises) == 1 else f"{r['exercise']}::{t['name']}"): t["score"]
+                      for t in r["tests"]}
+            writer.writerow([r["name"], r["exercise"], f"{r['score']:g}", f"{r['max_score']:g}",
+                             *[f"{scores[c]:g}" if c in scores else "" for c in columns]])
+
+
+def _first_lines(text: str, n: int = 12, width: int = 200) -> str:
+    lines = [line[:width] for line in str(text).strip().splitlines()]
+    return "\n".join(lines[:n] + (["..."] if len(lines) > n else []))
+
+
+def summary_markdown(table: list[dict], examples: bool = False) -> str:
+    lines = ["# labcheck grades", ""]
+    if examples:
+        lines += ["| example | score | expected to lose points on | lost points on | as expected |",
+                  "|---|---:|---|---|:-:|"]
+        for r in table:
+            exp = ", ".join(r["expected"] or []) or "(none)" if r["expected"] is not None else "(no EXPECTED_FAILURES)"
+            got = ", ".join(r["failed_names"]) or "(none)"
+            lines.append(f"| {r['name']} | {r['score']:g}/{r['max_score']:g} | {exp} | {got} | "
+                         f"{'yes' if r['expectation_met'] else '**NO**'} |")
+    else:
+        lines += ["| submission | exercise | score | % | lost points on |", "|---|---|---:|---:|---|"]
+        for r in table:
+            pct = 100.0 * r["score"] / r["max_score"] if r["max_score"] else 0.0
+            got = ", ".join(r["failed_names"]) or "-"
+            lines.append(f"| {r['name']} | {r['exercise']} | {r['score']:g}/{r['max_score']:g} | {pct:.0f} | {got} |")
+    lines.append("")
+    for r in table:
+        if not r["failed"] and not r["output"]:
+            continue
+        lines += [f"## {r['name']} ({r['score']:g}/{r['max_score']:g})", ""]
+        if r["output"]:
+            lines += ["```", _first_lines(r["output"]), "```", ""]
+        for t in r["failed"]:
+            lines += [f"- **{t['name']}** ({t['score']:g}/{t['max_score']:g})", "", "  ```",
+                      *["  " + line for line in _first_lines(t["output"]).splitlines()], "  ```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def summary_terminal(table: list[dict], examples: bool = False) -> str:
+    width = max([len(r["name"]) for r in table] + [10])
+    out = []
+    for r in table:
+        line = f"{r['name']:{width}s}  {r['score']:7g} / {r['max_score']:<7g}"
+        if examples:
+            mark = "ok " if r["expectation_met"] else "MISMATCH"
+            exp = ",".join(r["expected"] or []) if r["expected"] is not None else "?"
+            line += f"  {mark:8s} expected: {exp or '-'}; lost: {','.join(r['failed_names']) or '-'}"
+        else:
+            line += f"  lost: {', '.join(r['failed_names']) or '-'}"
+        out.append(line)
+    if examples:
+        bad = sum(not r["expectation_met"] for r in table)
+        out.append(f"\n{len(table) - bad}/{len(table)} examples lost points exactly where expected")
+    return "\n".join(out)

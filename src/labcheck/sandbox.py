@@ -5,10 +5,14 @@
 
 Isolation, outermost first:
   - its own process and session (killed as a group), a fresh scratch folder as cwd/HOME/TMPDIR,
-    a clean environment;
+    a clean environment; it dies with the grader (PR_SET_PDEATHSIG) and, where the OS allows, runs as
+    PID 1 of its own PID namespace, so every process it might start dies with it and /proc shows no
+    grader process;
   - resource limits: RLIMIT_DATA (memory), RLIMIT_FSIZE (files it writes), RLIMIT_CORE 0,
     RLIMIT_NPROC where not root, and a wall-clock timeout per call enforced from here;
   - no network: a fresh network namespace (`unshare -n`) where the OS allows it;
+  - loading the submission has its own deadline (the worker reports "ready" or the load error
+    first), and a submission that cannot load is remembered: its tests fail at once;
   - inside, an audit hook (labcheck.worker.install_guard) refusing processes, sockets, ctypes and
     the grader's files;
   - replies decoded by labcheck.wire (data only, never pickle) and judged here.
@@ -28,11 +32,15 @@ import struct
 import subprocess
 import sys
 import tempfile
+import secrets
 import time
 from pathlib import Path
 
 from labcheck import paths, wire
 from labcheck.worker import SANDBOX_ENV
+
+
+MAX_STRAY_FRAMES = 16  # frames without the call's token tolerated before the call fails
 
 
 @dataclasses.dataclass
@@ -43,6 +51,7 @@ class Limits:
     file_mb: int = 64  # largest file the worker may write (scratch only)
     threads: int = 1  # torch threads in the worker, so parallel grading stays fair
     network: bool = False  # True lets the worker keep the host's network namespace
+    max_reply_mb: int = 256  # largest reply the grader accepts; probes return small data
 
 
 class SubmissionFailure(AssertionError):
@@ -54,14 +63,33 @@ class SubmissionFailure(AssertionError):
 
 
 @functools.lru_cache(maxsize=1)
-def _can_unshare_network() -> bool:
+def isolation_prefix() -> tuple[str, ...]:
+    """The strongest `unshare` this machine allows: network + PID namespaces, else network only, else none."""
     exe = shutil.which("unshare")
     if not exe:
-        return False
+        return ()
+    for flags in (("-n", "-p", "-f", "--kill-child", "--mount-proc"), ("-n",)):
+        try:
+            if subprocess.run([exe, *flags, "true"], capture_output=True, timeout=10).returncode == 0:
+                return (exe, *flags)
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return ()
+
+
+def _can_unshare_network() -> bool:
+    return "-n" in isolation_prefix()
+
+
+@functools.lru_cache(maxsize=1)
+def _prctl():
+    """libc's prctl, loaded in the grader (never in the worker, whose guard forbids ctypes)."""
     try:
-        return subprocess.run([exe, "-n", "true"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def default_deny() -> list[str]:
@@ -88,6 +116,8 @@ class Sandbox:
         self._scratch: tempfile.TemporaryDirectory | None = None
         self._stderr_path: Path | None = None
         self._load_failure: SubmissionFailure | None = None
+        self._prctl = None
+        self.confinement: list[str] = []  # what the worker reported it could enforce (OS level)
         self.calls = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -132,6 +162,8 @@ class Sandbox:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if os.geteuid() != 0:  # root ignores RLIMIT_NPROC; the audit hook refuses fork there
             resource.setrlimit(resource.RLIMIT_NPROC, (512, 512))
+        if self._prctl is not None:  # PR_SET_PDEATHSIG: the worker dies if the grader dies
+            self._prctl(1, signal.SIGKILL, 0, 0, 0)
 
     def _start(self) -> None:
         if self._scratch is None:
@@ -141,13 +173,20 @@ class Sandbox:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         self._stderr_path = scratch / "stderr.log"
+        submission, display = self._copy_submission(scratch)
+        prefix = isolation_prefix()
+        if self.limits.network:
+            prefix = tuple(f for f in prefix if f != "-n") if "-p" in prefix else ()
         policy = {
             "exercise": self.exercise,
-            "submission": str(self.submission),
+            "submission": str(submission),
+            "display_name": display,
             "deny": self.deny,
-            "allow_read": [str(self.submission)],
+            "allow_read": [str(submission)],
             "allow_write": [str(work)],
             "threads": self.limits.threads,
+            "max_reply_mb": self.limits.max_reply_mb,
+            "mount_namespace": "--mount-proc" in prefix,
         }
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -163,14 +202,63 @@ class Sandbox:
         for key in ("CUDA_VISIBLE_DEVICES", "LABCHECK_HOME", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
             if key in os.environ:
                 env[key] = os.environ[key]
-        cmd = [sys.executable, "-m", "labcheck.worker"]
-        if not self.limits.network and _can_unshare_network():
-            cmd = [shutil.which("unshare"), "-n", *cmd]
+        cmd = [*prefix, sys.executable, "-m", "labcheck.worker"]
+        self._prctl = _prctl()
         with open(self._stderr_path, "ab") as err:
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd=work, env=env,
                 preexec_fn=self._preexec, start_new_session=True, close_fds=True,
             )
+        self._await_ready()
+
+    def _copy_submission(self, scratch: Path) -> tuple[Path, str | None]:
+        """The worker reads a private copy of the submission's entry file, never the original
+        (which may sit among other students' files or in examples/, both hidden from it)."""
+        from labcheck.worker import submission_entry
+
+        try:
+            entry = submission_entry(self.submission, self.exercise)
+        except (OSError, ValueError):
+            return self.submission, None  # the worker reports why it cannot load it
+        folder = scratch / "submission"
+        folder.mkdir(exist_ok=True)
+        copy = folder / entry.name
+        shutil.copyfile(entry, copy)
+        return copy, str(entry)
+
+    def _await_ready(self) -> None:
+        """Wait for the worker's first frame: the submission loaded, or why not (remembered)."""
+        budget = self.limits.startup_timeout
+        try:
+            payload = self._read_reply(time.monotonic() + budget)
+            reply = wire.decode(payload)
+        except TimeoutError:
+            self._kill()
+            self._load_failure = SubmissionFailure(
+                "load_error", f"the submission did not finish loading within {budget:.0f} s: does it run "
+                "a training loop, an infinite loop or input() at module level? (only definitions belong there)")
+            raise self._load_failure from None
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            message = self._crash_message("loading the submission")
+            self._kill()
+            self._load_failure = SubmissionFailure("load_error", f"the submission could not be loaded: {message}")
+            raise self._load_failure from None
+        except (wire.WireError, SubmissionFailure) as e:
+            self._kill()
+            self._load_failure = SubmissionFailure("load_error", f"the worker's first reply was unreadable ({e})")
+            raise self._load_failure from None
+        if isinstance(reply, dict) and reply.get("status") == "load_error":
+            detail = f"{reply.get('type', 'Error')}: {reply.get('message', '')}"
+            tb = reply.get("traceback") or ""
+            self._kill()
+            self._load_failure = SubmissionFailure(
+                "load_error", f"the submission could not be loaded: {detail}" + (f"\n{tb}" if tb else ""))
+            raise self._load_failure
+        if not (isinstance(reply, dict) and reply.get("status") == "ready"):
+            self._kill()
+            self._load_failure = SubmissionFailure("load_error", "the worker did not report ready")
+            raise self._load_failure
+        self.confinement = list(reply.get("confinement") or [])
 
     # -- calls ----------------------------------------------------------------------------------
 
@@ -192,15 +280,18 @@ class Sandbox:
                 if len(buf) >= need:
                     if length is None:
                         (length,) = struct.unpack(">Q", bytes(buf[:8]))
-                        if length > wire.MAX_MESSAGE_BYTES:
-                            raise SubmissionFailure("protocol", "the worker sent a reply larger than 1 GiB")
+                        limit = min(wire.MAX_MESSAGE_BYTES, self.limits.max_reply_mb * 1024 * 1024)
+                        if length > limit:
+                            raise SubmissionFailure(
+                                "protocol", f"the submission's reply has {length / 2**20:.0f} MB, more than the "
+                                f"{limit / 2**20:.0f} MB limit: does it return far larger tensors than asked?")
                         need = 8 + length
                         continue
                     return bytes(buf[8:need])
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not sel.select(timeout=remaining):
                     raise TimeoutError
-                chunk = os.read(fd, max(need - len(buf), 1 << 16))
+                chunk = os.read(fd, min(need - len(buf), 1 << 20))  # never past this frame: the next stays queued
                 if not chunk:
                     raise EOFError
                 buf += chunk
@@ -217,7 +308,9 @@ class Sandbox:
             what = "the worker process stopped answering"
         elif code < 0:
             name = _signal_name(code)
-            hint = " (most likely it exceeded the memory limit of %d MB)" % self.limits.memory_mb if name == "SIGKILL" else ""
+            hint = {"SIGKILL": f" (most likely it exceeded the memory limit of {self.limits.memory_mb} MB)",
+                    "SIGXFSZ": f" (it wrote more than {self.limits.file_mb} MB to a file or to its output)",
+                    }.get(name, "")
             what = f"the worker process was killed by {name}{hint}"
         else:
             what = f"the submission ended the worker process with exit code {code} (sys.exit/os._exit?)"
@@ -228,34 +321,40 @@ class Sandbox:
         """Run `probe` against the submission; return its value or raise SubmissionFailure."""
         if self._load_failure is not None:
             raise self._load_failure
-        starting = self._proc is None or self._proc.poll() is not None
-        if starting:
+        if self._proc is None or self._proc.poll() is not None:
             self._kill()
             self._start()
         self.calls += 1
-        request = wire.encode({"probe": probe, "kwargs": kwargs})
-        budget = self.limits.timeout + (self.limits.startup_timeout if starting else 0.0)
+        token = secrets.token_hex(8)  # the reply must echo it: stray or forged frames are skipped
+        request = wire.encode({"probe": probe, "kwargs": kwargs, "id": token})
+        budget = self.limits.timeout
         deadline = time.monotonic() + budget
         try:
             assert self._proc is not None and self._proc.stdin is not None
             wire.write_frame(self._proc.stdin.fileno(), request)
-            payload = self._read_reply(deadline)
+            for _ in range(MAX_STRAY_FRAMES):
+                payload = self._read_reply(deadline)
+                try:
+                    reply = wire.decode(payload)
+                except wire.WireError as e:
+                    raise SubmissionFailure("protocol", f"{probe}: unreadable reply from the worker ({e})") from None
+                if isinstance(reply, dict) and reply.get("id") == token:
+                    break
+            else:
+                raise SubmissionFailure("protocol", f"{probe}: the worker sent {MAX_STRAY_FRAMES} frames that "
+                                        "were not replies (does the submission write to file descriptors?)")
         except TimeoutError:
             self._kill()
-            what = "did not finish loading or" if starting else "did not"
             raise SubmissionFailure(
-                "timeout",
-                f"{probe}: the submission {what} return within {budget:.0f} s (infinite loop? too slow?)",
+                "timeout", f"{probe}: the submission did not return within {budget:.0f} s (infinite loop? too slow?)",
             ) from None
+        except SubmissionFailure:
+            self._kill()
+            raise
         except (EOFError, BrokenPipeError, ConnectionResetError):
             message = self._crash_message(probe)
             self._kill()
             raise SubmissionFailure("crash", message) from None
-        try:
-            reply = wire.decode(payload)
-        except wire.WireError as e:
-            self._kill()
-            raise SubmissionFailure("protocol", f"{probe}: unreadable reply from the worker ({e})") from None
         if not isinstance(reply, dict):
             raise SubmissionFailure("protocol", f"{probe}: malformed reply from the worker")
         status = reply.get("status")

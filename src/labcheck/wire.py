@@ -53,8 +53,10 @@ def encode(obj) -> bytes:
             return enc(o.item(), depth)
         if isinstance(o, torch.Tensor):
             t = o.detach()
+            if t.is_complex():
+                raise WireError("complex tensors cannot cross the sandbox boundary")
             if t.dtype not in _TORCH_NAMES:
-                t = t.to(torch.float64) if t.is_floating_point() or t.is_complex() else t.to(torch.int64)
+                t = t.to(torch.float64) if t.is_floating_point() else t.to(torch.int64)
             meta = {"__tensor__": len(buffers), "dtype": _TORCH_NAMES[t.dtype], "shape": list(t.shape),
                     "device": str(o.device), "requires_grad": bool(o.requires_grad), "orig_dtype": str(o.dtype)}
             buffers.append(t.cpu().contiguous().numpy().tobytes())
@@ -62,7 +64,9 @@ def encode(obj) -> bytes:
         if isinstance(o, np.ndarray):
             a = np.ascontiguousarray(o)
             if a.dtype not in _NUMPY_NAMES:
-                a = a.astype(np.float64 if a.dtype.kind in "fc" else np.int64)
+                if a.dtype.kind not in "iuf":
+                    raise WireError(f"numpy arrays of dtype {a.dtype} cannot cross the sandbox boundary")
+                a = a.astype(np.float64 if a.dtype.kind == "f" else np.int64)
             buffers.append(a.tobytes())
             return {"__ndarray__": len(buffers) - 1, "dtype": _NUMPY_NAMES[a.dtype], "shape": list(a.shape)}
         if isinstance(o, tuple):
@@ -156,8 +160,8 @@ def tensor_meta(obj) -> dict | None:
 def write_frame(fd: int, payload: bytes) -> None:
     import os
 
-    data = struct.pack(">Q", len(payload)) + payload
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+    for data in (struct.pack(">Q", len(payload)), payload):  # no concatenated copy of a large payload
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]

@@ -8,3 +8,12 @@ PROBES = Registry()
 def call(impl, name: str, args: list = (), kwargs: dict | None = None):
     """Call `name` from the submission with plain-data arguments and return its result."""
     return require(impl, name)(*args, **(kwargs or {}))
+
+
+@PROBES.probe
+def call_meta(impl, name: str, args: list = (), kwargs: dict | None = None):
+    """Like `call`, plus the dtype/shape/device of a tensor result (which the wire does not keep)."""
+    from labcheck.wire import tensor_meta
+
+    out = require(impl, name)(*args, **(kwargs or {}))
+    return {"value": out, "meta": tensor_meta(out)}

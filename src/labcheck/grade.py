@@ -1,0 +1,435 @@
+"""`labcheck grade`: grade submissions against an exercise's contract tests, one grader process each.
+
+    labcheck grade alice.py bob.ipynb class_folder/ --exercise width --out runs/grades
+    labcheck grade --examples [--exercise width] --out runs/demo
+
+Each submission is graded by its own grader process,
+
+    python -m pytest tests/contract/test_<id>_contract.py -p no:cacheprovider -q
+        --labcheck-submission S --labcheck-exercise ID --labcheck-results OUT/<name>/results.json
+
+which in turn runs the student's code in a sandboxed worker (labcheck.sandbox). The grader
+processes run in parallel (--jobs), each under an overall wall-clock cap; one that hangs or dies
+still leaves a complete results.json (every graded test, 0 points where it did not finish, and
+the reason). A finished results.json records the sha256 of the submission and of the contract
+tests, so a second run skips what is already graded (resume) unless --fresh. Then
+OUT/gradebook.csv, OUT/summary.md and a terminal summary are written from the results files.
+
+Submissions: a .py file, a .ipynb (only imports, defs, classes and constant assignments are
+used), a folder holding one submission (<id>.py, submission.py, <id>.ipynb or __init__.py), or a
+class folder whose every entry (.py, .ipynb or sub-folder) is one submission.
+"""
+from __future__ import annotations
+
+import ast
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from labcheck import paths, report
+
+SUBMISSION_SUFFIXES = (".py", ".ipynb")
+DEFAULT_TOTAL_TIMEOUT = 900.0  # seconds a whole submission may take, all tests together
+
+
+@dataclasses.dataclass
+class Submission:
+    path: Path  # file or folder
+    exercise: str
+    name: str  # unique label; also its folder under OUT
+    tests: Path  # the contract test file that grades it
+    expected_failures: tuple[str, ...] | None = None  # bundled examples only
+    deny: tuple[str, ...] = ()  # extra paths its worker may not read (e.g. the rest of the class folder)
+
+    @property
+    def out_name(self) -> str:
+        return self.name
+
+
+@dataclasses.dataclass
+class Options:
+    out: Path
+    jobs: int = 2
+    timeout: float = 60.0  # seconds per call into the submission
+    memory_mb: int = 3072
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT
+    fresh: bool = False
+    python: str = sys.executable
+    extra_pytest_args: tuple[str, ...] = ()
+    quiet: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding submissions
+
+
+def contract_file(exercise: str) -> Path:
+    return paths.tests_dir() / "contract" / f"test_{exercise}_contract.py"
+
+
+def is_single_submission_folder(folder: Path, exercise: str) -> bool:
+    names = (f"{exercise}.py", "submission.py", f"{exercise}.ipynb", "__init__.py")
+    return any((folder / n).is_file() for n in names)
+
+
+def _entries(folder: Path) -> list[Path]:
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith((".", "_")) and p.name != "__init__.py":
+            continue
+        if (p.is_file() and p.suffix in SUBMISSION_SUFFIXES) or p.is_dir():
+            out.append(p)
+    return out
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name) or "submission"
+    candidate, i = name, 2
+    while candidate in taken:
+        candidate, i = f"{name}-{i}", i + 1
+    taken.add(candidate)
+    return candidate
+
+
+def discover(items: list[str | os.PathLike], exercise: str, tests: Path | None = None) -> list[Submission]:
+    """Expand files, single-submission folders and class folders into Submissions."""
+    tests = Path(tests) if tests else contract_file(exercise)
+    taken: set[str] = set()
+    found: list[Submission] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir() and not is_single_submission_folder(path, exercise):
+            for entry in _entries(path):
+                found.append(Submission(entry.resolve(), exercise, _unique(entry.stem, taken), tests,
+                                        deny=(str(path.resolve()),)))
+        else:
+            found.append(Submission(path.resolve(), exercise, _unique(path.stem, taken), tests))
+    return found
+
+
+def expected_failures(path: Path) -> tuple[str, ...] | None:
+    """The example's EXPECTED_FAILURES constant, read with ast (the file is never executed here)."""
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "EXPECTED_FAILURES"
+                                                for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            return tuple(str(v) for v in value)
+    return None
+
+
+def discover_examples(exercise: str | None = None) -> list[Submission]:
+    """examples/<id>/*.py for every exercise (or one) that has a contract test file."""
+    found = []
+    for ex in [exercise] if exercise else list(paths.EXERCISES):
+        folder = paths.examples_dir() / ex
+        if not folder.is_dir() or not contract_file(ex).is_file():
+            continue
+        for f in sorted(folder.glob("*.py")):
+            if f.name.startswith("_"):
+                continue
+            found.append(Submission(f.resolve(), ex, f"{ex}/{f.stem}", contract_file(ex),
+                                    expected_failures=expected_failures(f)))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprints (resume)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    path = Path(path)
+    if path.is_dir():
+        for f in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+            h.update(hashlib.sha256(f.read_bytes()).digest())
+    elif path.is_file():
+        h.update(path.read_bytes())
+    else:
+        h.update(b"<missing>")
+    return h.hexdigest()
+
+
+def grader_fingerprint(sub: Submission) -> str:
+    """The contract tests, the exercise's probes and reference: a change in any invalidates old grades."""
+    h = hashlib.sha256()
+    files = [sub.tests, Path(__file__).parent / "probes" / f"{sub.exercise}.py"]
+    if sub.exercise in paths.EXERCISES:
+        files.append(paths.reference_file(sub.exercise))
+    for p in files:
+        h.update(sha256_of(p).encode())
+    return h.hexdigest()
+
+
+def results_path(sub: Submission, out: Path) -> Path:
+    return Path(out) / sub.out_name / "results.json"
+
+
+def load_results(path: Path) -> dict | None:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_finished(sub: Submission, out: Path) -> bool:
+    data = load_results(results_path(sub, out))
+    meta = ((data or {}).get("extra_data") or {}).get("labcheck") or {}
+    return (meta.get("finished") is True and meta.get("sha256") == sha256_of(sub.path)
+            and meta.get("grader_sha256") == grader_fingerprint(sub))
+
+
+# ---------------------------------------------------------------------------------------------
+# Graded tests of a contract file without running it (fallback when the grader process died early)
+
+
+def planned_tests(tests: Path) -> list[dict]:
+    """Names and points of the graded tests, read from the contract file's source with ast."""
+    try:
+        tree = ast.parse(Path(tests).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    planned = []
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.name.startswith("test"):
+            continue
+        for dec in node.decorator_list:
+            if isinstance(dec, ast.Call) and getattr(dec.func, "attr", None) == "graded":
+                points = 1.0
+                for kw in dec.keywords:
+                    if kw.arg == "points":
+                        try:
+                            points = float(ast.literal_eval(kw.value))
+                        except (ValueError, TypeError):
+                            pass
+                if dec.args:
+                    try:
+                        points = float(ast.literal_eval(dec.args[0]))
+                    except (ValueError, TypeError):
+                        pass
+                planned.append({"name": node.name, "max_score": points})
+    return planned
+
+
+def _complete(results: dict | None, sub: Submission, reason: str | None) -> dict:
+    """Every graded test present with score/max_score/status/output; unfinished ones at 0 with `reason`."""
+    tests = list((results or {}).get("tests") or [])
+    if not tests:
+        tests = [{"name": t["name"], "score": 0.0, "max_score": t["max_score"], "status": "failed",
+                  "output": "", "visibility": "visible", "not_run": True} for t in planned_tests(sub.tests)]
+    fixed = []
+    for t in tests:
+        t = dict(t)
+        t.setdefault("visibility", "visible")
+        t.setdefault("output", "")
+        t["max_score"] = float(t.get("max_score") or 0.0)
+        t["score"] = float(t.get("score") or 0.0)
+        not_run = t.pop("not_run", False) or str(t["output"]).startswith("not run")
+        if not_run or t.get("status") not in ("passed", "failed", "skipped"):
+            t["score"] = 0.0
+            t["status"] = "failed"
+            t["output"] = f"not graded: {reason or 'the grading session ended before this test ran'}"
+        fixed.append(t)
+    return report.gradescope_results(fixed, output=reason or "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Grading one submission
+
+
+_LIVE: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+_INTERRUPTED = threading.Event()  # set on Ctrl-C: unfinished submissions write no results.json
+
+
+class Interrupted(Exception):
+    """Grading was interrupted; this submission stays ungraded (a later run resumes it)."""
+
+
+def grader_command(sub: Submission, opts: Options, results: Path) -> list[str]:
+    cmd = [opts.python, "-m", "pytest", str(sub.tests), "-p", "no:cacheprovider", "-q", "-p", "no:randomly",
+           "--labcheck-submission", str(sub.path), "--labcheck-exercise", sub.exercise,
+           "--labcheck-results", str(results), "--labcheck-timeout", str(opts.timeout),
+           "--labcheck-memory-mb", str(opts.memory_mb)]
+    for d in sub.deny:
+        cmd += ["--labcheck-deny", d]
+    cmd += ["--labcheck-deny", str(Path(opts.out).resolve())]
+    return cmd + list(opts.extra_pytest_args)
+
+
+def _stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGINT first (pytest then finishes its report and stops the worker), SIGKILL after `grace`."""
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def grade_one(sub: Submission, opts: Options) -> dict:
+    """Grade `sub` in its own grader process; always returns (and writes) a complete results dict."""
+    out_dir = Path(opts.out) / sub.out_name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_file = out_dir / "results.json"
+    partial_file = out_dir / "grader-results.json"
+    partial_file.unlink(missing_ok=True)
+    log_file = out_dir / "grader.log"
+    sha = sha256_of(sub.path)
+    start = time.monotonic()
+    reason = None
+    if not sub.tests.is_file():
+        reason = f"no contract tests for exercise {sub.exercise!r} ({sub.tests})"
+        code = None
+    else:
+        env = dict(os.environ)
+        env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(log_file, "wb") as log:
+            proc = subprocess.Popen(grader_command(sub, opts, partial_file), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, cwd=paths.repo_root(), env=env,
+                                    start_new_session=True)
+            with _LIVE_LOCK:
+                _LIVE.add(proc)
+            try:
+                code = proc.wait(timeout=opts.total_timeout)
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+                code = None
+                reason = (f"the submission exceeded the total grading time of {opts.total_timeout:.0f} s "
+                          "(infinite loops or very slow code in several functions?)")
+            finally:
+                with _LIVE_LOCK:
+                    _LIVE.discard(proc)
+        if reason is None and code not in (0, 1):
+            tail = log_file.read_text(errors="replace")[-1500:].strip()
+            what = {2: "was interrupted", 3: "hit an internal error", 4: "was called wrongly",
+                    5: "collected no graded tests"}.get(code, f"stopped with exit code {code}")
+            reason = f"the grader process {what}; its last output:\n{tail}"
+    if _INTERRUPTED.is_set():
+        partial_file.unlink(missing_ok=True)
+        raise Interrupted(sub.name)
+    results = _complete(load_results(partial_file), sub, reason)
+    results["execution_time"] = round(time.monotonic() - start, 2)
+    results["extra_data"] = {"labcheck": {
+        "finished": True, "exercise": sub.exercise, "submission": str(sub.path), "sha256": sha,
+        "grader_sha256": grader_fingerprint(sub), "tests": str(sub.tests), "grader_exit_code": code,
+        "expected_failures": list(sub.expected_failures) if sub.expected_failures is not None else None,
+    }}
+    report.write_json_atomic(results_file, results)
+    partial_file.unlink(missing_ok=True)
+    return results
+
+
+def grade_many(subs: list[Submission], opts: Options, progress=None) -> dict[str, dict]:
+    """Grade in parallel (opts.jobs grader processes); skip finished ones unless opts.fresh."""
+    done: dict[str, dict] = {}
+    todo = []
+    for sub in subs:
+        if not opts.fresh and is_finished(sub, opts.out):
+            done[sub.name] = load_results(results_path(sub, opts.out))
+            if progress:
+                progress(sub, done[sub.name], resumed=True)
+        else:
+            todo.append(sub)
+    _INTERRUPTED.clear()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, opts.jobs))
+    try:
+        futures = {pool.submit(grade_one, sub, opts): sub for sub in todo}
+        for fut in concurrent.futures.as_completed(futures):
+            sub = futures[fut]
+            try:
+                done[sub.name] = fut.result()
+            except Interrupted:
+                continue
+            except Exception as e:  # a bug of ours must not cost the other submissions their grades
+                res = _complete(None, sub, f"labcheck could not grade this submission: {type(e).__name__}: {e}")
+                done[sub.name] = res
+            if progress:
+                progress(sub, done[sub.name], resumed=False)
+    except KeyboardInterrupt:
+        # Stop the running graders; what finished keeps its results.json, the rest is graded next time.
+        _INTERRUPTED.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        with _LIVE_LOCK:
+            live = list(_LIVE)
+        for proc in live:
+            _stop(proc, grace=5.0)
+        raise
+    pool.shutdown()
+    return done
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _progress(sub: Submission, res: dict, resumed: bool) -> None:
+    tag = "resumed" if resumed else "graded"
+    print(f"  {tag:8s} {sub.name:40s} {res.get('score', 0):g}/{res.get('max_score', 0):g}", flush=True)
+
+
+def main(args) -> int:
+    examples = bool(getattr(args, "examples", False))
+    if not examples and not args.exercise:
+        print("labcheck grade: --exercise is required (unless --examples)", file=sys.stderr)
+        return 2
+    if not examples and not args.submissions:
+        print("labcheck grade: give at least one SUBMISSION (or --examples)", file=sys.stderr)
+        return 2
+    opts = Options(out=Path(args.out), jobs=args.jobs, timeout=args.timeout, memory_mb=args.memory_mb,
+                   fresh=args.fresh, total_timeout=getattr(args, "total_timeout", None) or DEFAULT_TOTAL_TIMEOUT)
+    if examples:
+        subs = discover_examples(args.exercise)
+        if args.submissions:
+            print("labcheck grade: --examples grades the bundled examples only; ignoring SUBMISSION arguments")
+        missing = [ex for ex in ([args.exercise] if args.exercise else paths.EXERCISES)
+                   if not contract_file(ex).is_file()]
+        if missing:
+            print(f"labcheck grade: no contract tests yet for {', '.join(missing)} (skipped)")
+    else:
+        subs = discover(args.submissions, args.exercise)
+    if not subs:
+        print("labcheck grade: nothing to grade", file=sys.stderr)
+        return 2
+    opts.out.mkdir(parents=True, exist_ok=True)
+    print(f"labcheck grade: {len(subs)} submission(s), {opts.jobs} in parallel, reports in {opts.out}", flush=True)
+    start = time.monotonic()
+    try:
+        results = grade_many(subs, opts, progress=_progress)
+    except KeyboardInterrupt:
+        print(f"\nlabcheck grade: interrupted; run the same command again to resume (reports in {opts.out})",
+              file=sys.stderr)
+        return 130
+    rows = report.rows(subs, results)
+    report.write_gradebook(opts.out / "gradebook.csv", rows)
+    summary = report.summary_markdown(rows, examples=examples)
+    (opts.out / "summary.md").write_text(summary)
+    print()
+    print(report.summary_terminal(rows, examples=examples))
+    print(f"\n{len(subs)} graded in {time.monotonic() - start:.0f} s; gradebook {opts.out / 'gradebook.csv'}, "
+          f"summary {opts.out / 'summary.md'}")
+    if examples:
+        return 0 if all(r["expectation_met"] for r in rows) else 1
+    return 0

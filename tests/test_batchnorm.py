@@ -1,0 +1,234 @@
+"""Tests of reference/batchnorm.py and of the grader's checks for `batchnorm` (seed a4_batchnorm_mlp_mnist.txt).
+
+Property tests (hypothesis) check the reference's models by behaviour: eval-mode outputs equal the canonical
+Linear-ReLU-(Linear-BatchNorm-ReLU)*k-Linear forward from their own parameters and do not depend on the
+batch, train-mode BatchNorm uses batch statistics and updates running statistics with momentum 0.1, and
+train() reshuffles every epoch, measures in eval mode and does SGD with momentum. The grader's placement
+diagnosis is checked on deliberately wrong models. Then a --dry-run of main(), and band checks of the
+quick (default run) and full (slow) reproductions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import types
+
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from labcheck import bands, data, repro
+from labcheck.cli import load_reference
+from labcheck.probes import batchnorm as probes
+
+from strategies import SEEDS
+
+BATCH_SIZES = st.integers(min_value=2, max_value=24)
+PIXEL_BATCHES = st.tuples(BATCH_SIZES, SEEDS).map(
+    lambda a: torch.randint(0, 256, (a[0], 784), generator=repro.generator(a[1])).float())  # (B, 784) raw pixels
+MODEL_NAMES = st.sampled_from(["MLP", "MLP4"])
+TRACE = {"n_epochs": 3, "batch_size": 64, "lr": 0.01, "momentum": 0.9}
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return load_reference("batchnorm")
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    ds = data.load(data.MNIST)
+    train = data.first_per_class(ds.train, 32)
+    test = data.first_per_class(ds.test, 10)
+    return {"source": ds.source, "X": train.flat_float(), "Y": train.labels,
+            "X_test": test.flat_float(), "Y_test": test.labels}
+
+
+def tol(name: str) -> dict:
+    return bands.tolerance(f"batchnorm.{name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Architecture, by behaviour
+
+
+@pytest.mark.parametrize("name, n_params", [("MLP", 670_730), ("MLP4", 934_410)])
+def test_parameter_shapes_in_order(ref, name, n_params):
+    net = getattr(ref, name)()
+    shapes = [tuple(p.shape) for p in net.parameters()]
+    block = [(512, 512), (512,), (512,), (512,)]  # Linear(512,512), BatchNorm1d(512) weight and bias
+    hidden = block * (1 if name == "MLP" else 2)
+    assert shapes == [(512, 784), (512,), *hidden, (10, 512), (10,)]
+    assert sum(p.numel() for p in net.parameters()) == n_params
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert all(m.momentum == 0.1 and m.eps == 1e-5 and m.num_features == 512 for m in norms)
+
+
+@given(name=MODEL_NAMES, x=PIXEL_BATCHES, seed=SEEDS)
+def test_eval_forward_is_canonical_and_batch_independent(ref, name, x, seed):
+    impl = types.SimpleNamespace(MLP=ref.MLP, MLP4=ref.MLP4)
+    got = probes.architecture(impl, name, seed, x, x_stats=x.flip(0))
+    ok, err, _ = probes.match_canonical(x, got["out"], got["layers"], **tol("forward"))
+    assert ok, f"max abs error {err}"
+    torch.testing.assert_close(got["out_alone"], got["out"][: len(got["out_alone"])], **tol("forward"))
+
+
+@given(name=MODEL_NAMES, x=PIXEL_BATCHES, seed=SEEDS)
+def test_train_mode_uses_batch_stats_and_momentum_0_1(ref, name, x, seed):
+    impl = types.SimpleNamespace(MLP=ref.MLP, MLP4=ref.MLP4)
+    got = probes.train_mode_pass(impl, name, seed, x, x_stats=x.flip(0))
+    ok, _, stats = probes.match_canonical(x, got["out"], got["before"], training=True, **tol("running_stats"))
+    assert ok
+    for want, after in zip(stats, got["after"]["norms"]):
+        torch.testing.assert_close(after["running_mean"].double(), want["running_mean"], **tol("running_stats"))
+        torch.testing.assert_close(after["running_var"].double(), want["running_var"], **tol("running_stats"))
+
+
+class Misplaced(nn.Module):
+    """The classic mistakes, as students write them: BatchNorm after the ReLU, on the first layer, unused."""
+
+    def __init__(self, placement: str, blocks: int = 1):
+        super().__init__()
+        self.placement = placement
+        self.fcs = nn.ModuleList([nn.Linear(784, 512)] + [nn.Linear(512, 512) for _ in range(blocks)])
+        self.bns = nn.ModuleList([nn.BatchNorm1d(512) for _ in range(blocks)])
+        self.out = nn.Linear(512, 10)
+
+    def forward(self, x):
+        offset = 0 if self.placement == "first_layers" else 1
+        for i, fc in enumerate(self.fcs):
+            x = fc(x)  # (B, 512)
+            k = i - offset
+            if self.placement == "unused" or not 0 <= k < len(self.bns):
+                x = torch.relu(x)
+            elif self.placement == "after_relu":
+                x = self.bns[k](torch.relu(x))
+            else:
+                x = torch.relu(self.bns[k](x))
+        return self.out(x)  # (B, 10)
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+@pytest.mark.parametrize("placement", probes.PLACEMENTS)
+def test_grader_names_the_placement(placement, blocks):
+    impl = types.SimpleNamespace(Net=lambda: Misplaced(placement, blocks))
+    x = torch.randint(0, 256, (16, 784), generator=repro.generator(0)).float()  # (16, 784)
+    got = probes.architecture(impl, "Net", 0, x, x_stats=x.flip(0))
+    matches = [p for p in probes.PLACEMENTS
+               if probes.match_canonical(x, got["out"], got["layers"], placement=p, **tol("forward"))[0]]
+    assert matches == [placement]
+
+
+class Scrambled(nn.Module):
+    """A correct MLP whose modules are registered in another order than forward() applies them."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(512, 10)
+        self.bn = nn.BatchNorm1d(512)
+        self.b = nn.Linear(512, 512)
+        self.a = nn.Linear(784, 512)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.b(torch.relu(self.a(x))))))
+
+
+def test_grader_accepts_any_registration_order():
+    impl = types.SimpleNamespace(Net=Scrambled)
+    x = torch.randint(0, 256, (16, 784), generator=repro.generator(1)).float()  # (16, 784)
+    got = probes.architecture(impl, "Net", 0, x, x_stats=x.flip(0))
+    assert probes.match_canonical(x, got["out"], got["layers"], **tol("forward"))[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# train()
+
+
+@settings(max_examples=2)
+@given(seed=SEEDS)
+def test_train_trace_reshuffles_measures_in_eval_mode_and_uses_momentum(ref, mnist, seed):
+    got = probes.train_trace(ref, "MLP", seed, mnist["X"], mnist["Y"], mnist["X_test"], mnist["Y_test"], **TRACE)
+    n = len(mnist["X"])
+    assert got["rows_matched"] and len(got["batch_ids"]) == TRACE["n_epochs"] * n // TRACE["batch_size"]
+    order = torch.cat(got["batch_ids"]).reshape(TRACE["n_epochs"], n)  # (epochs, N)
+    assert all(torch.equal(row.sort().values, torch.arange(n)) for row in order)
+    assert len({tuple(row.tolist()) for row in order}) == TRACE["n_epochs"]  # a new order every epoch
+    assert all(not (c["training"] and c["grad"]) for c in got["other_calls"])
+    history = got["history"]
+    for key, value in got["eval_metrics"].items():
+        torch.testing.assert_close(history[key][-1], value, **tol("metrics"))
+    for a, b in zip(got["final"], got["replays"]["momentum"]):
+        torch.testing.assert_close(a, b, **tol("dynamics"))
+    assert not all(torch.allclose(a, b, **tol("dynamics")) for a, b in zip(got["final"], got["replays"]["plain"]))
+
+
+@settings(max_examples=3)
+@given(n_epochs=st.integers(1, 2), batch_size=st.sampled_from([50, 64, 320]), seed=SEEDS)
+def test_train_history_is_floats_per_epoch(ref, mnist, n_epochs, batch_size, seed):
+    torch.manual_seed(seed)
+    history = ref.train(ref.MLP(), mnist["X"], mnist["Y"], mnist["X_test"], mnist["Y_test"],
+                        n_epochs=n_epochs, batch_size=batch_size)
+    for key in probes.HISTORY_KEYS:
+        assert len(history[key]) == n_epochs and all(type(v) is float for v in history[key])
+    assert all(0 <= a <= 1 for a in history["train_accuracy"] + history["test_accuracy"])
+    assert all(t > 0 for t in history["epoch_time"])
+
+
+def test_train_is_deterministic_given_the_seed(ref, mnist):
+    runs = []
+    for _ in range(2):
+        repro.seed_everything(7)
+        history = ref.train(ref.MLP(), mnist["X"], mnist["Y"], mnist["X_test"], mnist["Y_test"], n_epochs=1)
+        runs.append([history[k] for k in ("train_loss", "test_loss", "test_accuracy")])
+    assert runs[0] == runs[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The reproduction
+
+
+def run_main(ref, tmp_path, *flags) -> tuple[dict, argparse.Namespace]:
+    args = ref.get_args_parser().parse_args(["--out", str(tmp_path), "--device", "cpu", *flags])
+    return ref.main(args), args
+
+
+def test_main_dry_run_writes_every_output(ref, tmp_path):
+    result, _ = run_main(ref, tmp_path, "--dry-run")
+    for name in ("accuracy.png", "loss.png", "epoch_time.png", "log.csv", "comparison.md", "answers.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    answers = json.loads((tmp_path / "answers.json").read_text())
+    assert answers["data"]["train_size"] == sum(answers["data"]["train_per_class"])
+    assert set(result["summaries"]) == {"MLP", "MLP4"}
+    assert "Q4_MLP4_vs_MLP" in answers and answers["budget"]["dry_run"] is True
+
+
+def test_every_flag_maps_to_a_config_field(ref):
+    dests = {a.dest for a in ref.get_args_parser()._actions if a.dest != "help"}
+    fields = {f.name for f in ref.dataclasses.fields(ref.Config)}
+    assert dests == fields
+
+
+def check_bands(result: dict, budget: str, source: str) -> None:
+    failures = []
+    for name, summary in result["summaries"].items():
+        for metric in ("final_test_accuracy", "final_train_accuracy", "final_test_loss"):
+            try:
+                bands.check_band(f"batchnorm.{budget}.{name}.{metric}", summary[metric], source)
+            except bands.BandError as e:
+                failures.append(str(e))
+    assert not failures, "\n".join(failures)
+
+
+def test_quick_reproduction_within_bands(ref, tmp_path, mnist):
+    result, _ = run_main(ref, tmp_path, "--quick")
+    check_bands(result, "quick", mnist["source"])
+
+
+@pytest.mark.slow
+def test_full_reproduction_within_bands(ref, tmp_path, mnist):
+    result, _ = run_main(ref, tmp_path)
+    check_bands(result, "full", mnist["source"])
+    answers = json.loads((tmp_path / "answers.json").read_text())
+    assert answers["budget"]["epochs"] == 20

@@ -1,0 +1,174 @@
+"""Fast checks of labcheck.bench's logic (default run); the timings themselves are in tests/benchmarks/.
+
+FLOP counts against hand counts, the seed-style and resident loops computing the same updates,
+the clock discipline (a synchronize before every clock read), round planning, PASS/MISS verdicts,
+`labcheck bench`'s table, and one pytester run of the benchmark module (marker, gpu skip, extra_info).
+"""
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from labcheck import bench, data, paths
+
+MINIBATCH_CASES = [name for name, c in bench.CASES.items() if c.dataset is not None and c.exercise != "width"]
+# The fast path (float32 numpy, BLAS sger) and the seed's autograd loop round differently.
+PER_SAMPLE_UPDATES = {"rtol": 1e-4, "atol": 1e-7}
+# A (m, d*d) @ (d*d,) product in torch against the seed's per-measurement numpy sums.
+SENSING_UPDATES = {"rtol": 1e-4, "atol": 1e-6}
+
+
+@pytest.fixture(scope="module")
+def small_split():
+    """512 real Fashion-MNIST images: the loops' arithmetic does not depend on which data set."""
+    return data.load(data.FASHION).train.subset(torch.arange(512))
+
+
+@pytest.fixture
+def restore_threads():
+    """bench.main sets torch's and BLAS's thread counts for the process: put them back."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    torch_threads = torch.get_num_threads()
+    with threadpoolctl.threadpool_limits(limits=None):  # restores the BLAS limits on exit
+        yield
+    torch.set_num_threads(torch_threads)
+
+
+def test_mlp_step_flops_is_the_hand_count_for_the_lab3_mlp():
+    # forward 2*128*(784*100 + 100*100 + 100*10) = 22,886,400; dW the same;
+    # dX for layers 2 and 3 only: 2*128*(100*100 + 100*10) = 2,816,000.
+    layers = [(784, 100), (100, 100), (100, 10)]
+    assert bench.mlp_step_flops(layers, 128) == 22_886_400 * 2 + 2_816_000
+    assert bench.mlp_step_flops(layers, 128, input_requires_grad=True) == 3 * 22_886_400
+
+
+def test_linear_layers_reads_the_models_in_order():
+    assert bench.linear_layers(bench.FALLBACKS["hyperparams"].build_net(128)) == [(784, 128), (128, 64), (64, 10)]
+    model = bench.FALLBACKS["gradnorms"].MNISTClassifierMLP(784, [128] * 3, 10)
+    assert bench.linear_layers(model) == [(784, 128), (128, 128), (128, 128), (128, 10)]
+
+
+def test_sensing_step_flops_is_the_hand_count():
+    # U U^T 2*10*10*2 = 400; residuals 2*7*100 = 1400; sum r_i A_i 1400; (S + S^T) U 400.
+    assert bench.sensing_step_flops(m=7, d=10, r=2) == 3600
+
+
+@pytest.mark.parametrize("case", MINIBATCH_CASES)
+def test_seed_style_and_resident_loops_compute_the_same_updates(case, small_split):
+    seed_work = bench.build(case, shuffle=False, steps=2, split=small_split)
+    core_work = bench.build(case, shuffle=False, steps=2, split=small_split)
+    before = {k: v.clone() for k, v in core_work.core.state().items()}
+    seed_work.seed.run()
+    core_work.core.run()
+    after = core_work.core.state()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "two steps changed nothing"
+    torch.testing.assert_close(after, seed_work.seed.state(), msg=lambda m: f"{case}: {m}")
+
+
+def test_width_fast_path_and_seed_loop_compute_the_same_updates(small_split):
+    fast = bench.build("width", steps=64, split=small_split)
+    seed = bench.build("width", steps=64, split=small_split)
+    np.random.seed(3)
+    fast.core.run()
+    np.random.seed(3)
+    seed.seed.run()
+    torch.testing.assert_close(fast.core.state(), seed.seed.state(), **PER_SAMPLE_UPDATES)
+    assert fast.core.state()["b1"].abs().max() > 0, "a pass changed nothing"
+
+
+def test_sensing_step_and_seed_loop_compute_the_same_update():
+    sizes = dict(m=40, d=8, r=2, seed_m=40, lr=0.05)
+    core_work, seed_work = bench.build("gradnorms-sensing", **sizes), bench.build("gradnorms-sensing", **sizes)
+    before = core_work.core.state()["U"].clone()
+    core_work.core.run()
+    seed_work.seed.run()
+    assert not torch.equal(before, core_work.core.state()["U"])
+    torch.testing.assert_close(core_work.core.state()["U"], seed_work.seed.state()["U"], **SENSING_UPDATES)
+
+
+def test_every_clock_read_follows_a_synchronize(monkeypatch):
+    events = []
+    monkeypatch.setattr(bench.core, "synchronize", lambda device: events.append("sync"))
+    real_clock = bench.time.perf_counter
+
+    def clock():
+        events.append("clock")
+        return real_clock()
+
+    monkeypatch.setattr(bench.time, "perf_counter", clock)
+    times = bench.time_rounds(lambda: events.append("run"), "cpu", seconds=0.0, min_rounds=3, warmup=1)
+    assert len(times) == 3
+    assert events == ["run"] + ["sync", "clock", "run", "sync", "clock"] * 3
+    target = bench.timed(lambda: events.append("work"), "cpu")
+    events.clear()
+    target()
+    assert events == ["work", "sync"]
+
+
+def test_plan_rounds_fills_max_time_with_at_least_min_rounds():
+    assert bench.plan_rounds(0.01, max_time=0.2, min_rounds=3) == 20
+    assert bench.plan_rounds(0.5, max_time=0.2, min_rounds=3) == 3
+    assert bench.plan_rounds(1e-9, max_time=10.0, min_rounds=3, max_rounds=50) == 50
+
+
+def _result(case="sgd-custom", device="cpu", core=100_000.0, seed=9_000.0, flops=400_000.0, peak=(50.0, 2048)):
+    return bench.Result(case, bench.CASES[case].exercise, device, 1, bench.CASES[case].batch_size, "test",
+                        core, core, seed, flops, *peak)
+
+
+def test_verdicts_compare_with_the_cpu_targets():
+    ok = _result(core=100_000.0, seed=9_000.0)  # 11.1x, 40 GFLOP/s = 80% of 50
+    assert ok.verdicts() == {"ratio": "PASS", "peak_fraction": "PASS"} and ok.misses() == []
+    slow = _result(core=50_000.0, seed=9_000.0)  # 5.6x, 40%
+    assert slow.verdicts() == {"ratio": "MISS", "peak_fraction": "MISS"}
+    assert "5.6x the seed-style loop, target >= 10x" in slow.misses()[0]
+    assert _result(device="cuda", core=1.0).verdicts() == {"ratio": "", "peak_fraction": ""}
+    assert _result(case="batchnorm").verdicts() == {"ratio": "", "peak_fraction": ""}
+    info = slow.extra_info()
+    assert info["ratio_to_seed_style"] == pytest.approx(5.56, abs=0.01) and info["ratio_verdict"] == "MISS"
+    assert info["peak_fraction"] == pytest.approx(0.4) and info["torch_threads"] == 1
+
+
+def test_contract_falls_back_to_the_bench_copies_and_says_why():
+    ns, source = bench.contract("sgd", "no_such_name")
+    assert ns is bench.FALLBACKS["sgd"] and "lacks no_such_name" in source
+    ns, source = bench.contract("sgd", "my_nn", use_reference=False)
+    assert ns is bench.FALLBACKS["sgd"] and "bench copy" in source
+
+
+def test_bench_main_prints_a_table_with_targets(monkeypatch, capsys, small_split, restore_threads):
+    monkeypatch.setattr(bench, "PEAK_SIZES", (256,))
+    monkeypatch.setattr(bench, "_train_split", lambda case, seed: small_split)
+    args = argparse.Namespace(exercise="sgd", device="cpu", seconds=0.01, threads=1)
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    assert "sgemm peak" in out and "1 torch thread" in out
+    rows = [line for line in out.splitlines() if line.startswith("sgd-")]
+    assert [r.split()[0] for r in rows] == ["sgd-custom", "sgd-torch"]
+    assert all((">=10x PASS" in r or ">=10x MISS" in r) and ">=70%" in r for r in rows), out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when CUDA is absent")
+def test_bench_main_without_cuda_says_so(capsys, restore_threads):
+    args = argparse.Namespace(exercise="width", device="cuda", seconds=0.01, threads=1)
+    assert bench.main(args) == 2
+    assert "cuda" in capsys.readouterr().out
+
+
+def test_benchmark_module_runs_under_pytest_benchmark(pytester):
+    """`-m benchmark` selects it under --strict-markers, CUDA cases skip cleanly, extra_info is saved."""
+    source = paths.tests_dir() / "benchmarks" / "test_bench_training.py"
+    shutil.copy(source, pytester.path / source.name)
+    out = Path(pytester.path) / "bench.json"
+    result = pytester.runpytest_subprocess(
+        "--strict-markers", "-W", "error", "-m", "benchmark", "-k", "hyperparams",
+        "--benchmark-max-time=0.01", "--benchmark-min-rounds=1", f"--benchmark-json={out}", "-p", "no:randomly")
+    cuda = torch.cuda.is_available()
+    result.assert_outcomes(passed=2 if cuda else 1, skipped=0 if cuda else 1)
+    (info, *_) = [b["extra_info"] for b in json.loads(out.read_text())["benchmarks"] if b["extra_info"]["device"] == "cpu"]
+    assert info["case"] == "hyperparams" and info["torch_threads"] == 1, info
+    assert info["ratio_to_seed_style"] > 0 and info["peak_fraction"] > 0 and info["ratio_target"] is None

@@ -1,0 +1,279 @@
+"""Grading end to end: hostile submissions, reports, a class folder, resume, a dying grader.
+
+Every hostile case in tests/hostile/ is a small submission of the internal `_selftest` exercise
+(contract_selftest.py, reference_selftest.py: four graded tests, 6 points). Each file declares
+`EXPECTED = {test: text}`: the tests it must lose all points on, with a piece of the feedback;
+every other test must keep full marks. All cases are graded once, in parallel, by
+`labcheck.grade` exactly as `labcheck grade` does (one grader process each, sandboxed worker).
+"""
+import ast
+import csv
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from labcheck import grade, paths, sandbox
+
+HOSTILE = paths.tests_dir() / "hostile"
+CONTRACT = HOSTILE / "contract_selftest.py"
+REFERENCE = HOSTILE / "reference_selftest.py"
+CASES = sorted(p.stem for p in HOSTILE.glob("*.py") if p.name not in (CONTRACT.name, REFERENCE.name))
+# Also covered call by call in test_sandbox.py (or costly): graded end to end only with `-m slow`.
+SLOW_CASES = {"loop_at_import", "sys_exit_at_import", "sys_exit_in_call", "os_exit_in_call", "wrong_device",
+              "huge_reply"}
+CASE_PARAMS = [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in CASES]
+TESTS = {"test_add": 1.0, "test_matmul": 2.0, "test_scale": 1.0, "test_means": 2.0}
+GUARDED = [paths.repo_root() / "src" / "labcheck", paths.reference_dir(), paths.repo_root() / "runs"]
+FORGED = '{"score": 100, "tests": []}'  # what write_results.py appends wherever it can
+PWNED = [paths.repo_root() / "PWNED.txt", paths.repo_root() / "PWNED_DIR", Path("/tmp/labcheck-pwned.txt"),
+         Path("/tmp/labcheck-pwned-dir")]
+
+
+def expected_of(path: Path) -> dict:
+    """The EXPECTED line, read with ast (syntax_error.py cannot be parsed as a whole)."""
+    line = next(line for line in path.read_text().splitlines() if line.startswith("EXPECTED = "))
+    return ast.literal_eval(line.split("=", 1)[1].strip())
+
+
+def options(out: Path, **kw) -> grade.Options:
+    base = dict(out=out, jobs=2, timeout=6.0, memory_mb=2048, total_timeout=240.0,
+                extra_pytest_args=("--labcheck-reference", str(REFERENCE), "--labcheck-startup-timeout", "30"))
+    base.update(kw)
+    return grade.Options(**base)
+
+
+def selftest_submissions(items) -> list[grade.Submission]:
+    return grade.discover(items, "_selftest", tests=CONTRACT)
+
+
+def fingerprint(root: Path) -> dict:
+    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+def forged_files() -> list[str]:
+    """Files of the checkout (others edit them meanwhile, so no checksums) holding the forged report."""
+    found = []
+    for root in GUARDED:
+        for f in Path(root).rglob("*"):
+            try:
+                if f.is_file() and f.stat().st_size < 10**7 and FORGED in f.read_text(errors="ignore"):
+                    found.append(str(f))
+            except OSError:
+                continue
+    return found
+
+
+def hostile_workers() -> list[int]:
+    """Worker processes (anyone's) still holding one of the hostile submissions."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if b"LABCHECK_SANDBOX_POLICY" in env and str(HOSTILE).encode() in env:
+            pids.append(int(pid))
+    return pids
+
+
+def check_complete(results: dict) -> None:
+    """Gradescope shape: every graded test once, with all fields, and a total that adds up."""
+    assert sorted(t["name"] for t in results["tests"]) == sorted(TESTS)
+    for t in results["tests"]:
+        assert set(t) >= {"name", "score", "max_score", "status", "output", "visibility"}
+        assert t["status"] in ("passed", "failed") and 0 <= t["score"] <= t["max_score"] == TESTS[t["name"]]
+    assert results["score"] == pytest.approx(sum(t["score"] for t in results["tests"]))
+    assert results["max_score"] == pytest.approx(sum(TESTS.values()))
+
+
+@pytest.fixture(scope="module")
+def hostile(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp("hostile-grades")
+    before = fingerprint(HOSTILE)
+    selected = {item.callspec.params["case"] for item in request.session.items
+                if hasattr(item, "callspec") and "case" in item.callspec.params} or set(CASES)
+    subs = selftest_submissions([HOSTILE / f"{case}.py" for case in CASES if case in selected])
+    start = time.monotonic()
+    results = grade.grade_many(subs, options(out))
+    seconds = time.monotonic() - start
+    time.sleep(1.0)
+    return {"out": out, "results": results, "before": before, "after": fingerprint(HOSTILE),
+            "seconds": seconds, "subs": subs}
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_hostile_submission_gets_a_complete_and_correct_report(hostile, case):
+    results = hostile["results"][case]
+    on_disk = json.loads((hostile["out"] / case / "results.json").read_text())
+    assert on_disk["score"] == results["score"] and on_disk["extra_data"]["labcheck"]["finished"] is True
+    check_complete(on_disk)
+    expected = expected_of(HOSTILE / f"{case}.py")
+    for t in on_disk["tests"]:
+        if t["name"] in expected:
+            assert t["score"] == 0 and t["status"] == "failed", f"{case}: {t}"
+            assert expected[t["name"]].lower() in t["output"].lower(), f"{case}: {t['name']} said {t['output']!r}"
+        else:
+            assert t["score"] == t["max_score"], f"{case}: {t['name']} lost points: {t['output']}"
+
+
+def test_hostile_submissions_leave_the_grader_untouched(hostile):
+    assert hostile["after"] == hostile["before"]
+    assert forged_files() == []
+    assert not [p for p in PWNED if p.exists()]
+    assert hostile_workers() == []
+    for case in hostile["results"]:  # nothing but the reports in each report folder
+        assert sorted(p.name for p in (hostile["out"] / case).iterdir()) == ["grader.log", "results.json"]
+
+
+def test_worker_is_confined_by_the_os_where_possible():
+    """Where unshare works (Linux, root or user namespaces), the OS layer is on, not only the audit hook."""
+    prefix = sandbox.isolation_prefix()
+    if "--mount-proc" not in prefix:
+        pytest.skip(f"no PID/mount namespace here (unshare prefix {prefix})")
+    with sandbox.Sandbox(HOSTILE / "correct.py", "_selftest", sandbox.Limits(timeout=30)) as box:
+        assert box.call("call", name="add", args=[1, 2]) == 3
+        text = "; ".join(box.confinement)
+    assert "paths hidden" in text and "seccomp: new processes blocked" in text, text
+
+
+def test_reports_of_the_hostile_run(hostile):
+    from labcheck import report
+
+    rows = report.rows(hostile["subs"], hostile["results"])
+    report.write_gradebook(hostile["out"] / "gradebook.csv", rows)
+    with open(hostile["out"] / "gradebook.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["name"] for r in table] == sorted(hostile["results"])
+    assert set(table[0]) == {"name", "exercise", "score", "max_score", *TESTS}
+    correct = next(r for r in table if r["name"] == "correct")
+    assert float(correct["score"]) == float(correct["max_score"]) == sum(TESTS.values())
+    md = report.summary_markdown(rows)
+    assert "| loop_in_call | _selftest | 5/6 |" in md and "did not return within" in md
+
+
+# ---------------------------------------------------------------------------------------------
+# A class folder: one submission hangs, the others are graded; resume; a grader that dies
+
+
+NOTEBOOK = {
+    "cells": [
+        {"cell_type": "markdown", "source": ["# Homework"]},
+        {"cell_type": "code", "source": ["import torch\n", "%matplotlib inline\n", "LR = 0.1\n"]},
+        {"cell_type": "code", "source": ["def add(a, b):\n", "    return a + b\n", "\n", "def matmul(a, b):\n",
+                                         "    return a @ b\n"]},
+        {"cell_type": "code", "source": ["while True:  # the training cell: never run by the grader\n",
+                                         "    pass\n"]},
+        {"cell_type": "code", "source": ["raise SystemExit('not a definition')\n", "x = torch.randn(3)\n"]},
+        {"cell_type": "code", "source": ["def scale(x, s):\n", "    return x * s\n", "\n", "def means(rows):\n",
+                                         "    return [sum(r) / len(r) for r in rows]\n"]},
+    ],
+    "metadata": {}, "nbformat": 4, "nbformat_minor": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def klass(tmp_path_factory):
+    root = tmp_path_factory.mktemp("class")
+    folder = root / "submissions"
+    folder.mkdir()
+    shutil.copy(HOSTILE / "correct.py", folder / "alice.py")
+    shutil.copy(HOSTILE / "loop_in_call.py", folder / "bob.py")
+    (folder / "carol.ipynb").write_text(json.dumps(NOTEBOOK))
+    (folder / "dave").mkdir()
+    shutil.copy(HOSTILE / "correct.py", folder / "dave" / "submission.py")
+    out = root / "grades"
+    log = []
+    subs = selftest_submissions([folder])
+    results = grade.grade_many(subs, options(out), progress=lambda s, r, resumed: log.append((s.name, resumed)))
+    return {"folder": folder, "out": out, "subs": subs, "results": results, "log": log}
+
+
+def test_class_folder_grades_every_entry_despite_a_hanging_one(klass):
+    assert [s.name for s in klass["subs"]] == ["alice", "bob", "carol", "dave"]
+    scores = {name: r["score"] for name, r in klass["results"].items()}
+    assert scores == {"alice": 6.0, "bob": 5.0, "carol": 6.0, "dave": 6.0}
+    bob = json.loads((klass["out"] / "bob" / "results.json").read_text())
+    check_complete(bob)
+    assert "did not return within 6 s" in bob["tests"][0]["output"]
+
+
+def test_class_grading_resumes_and_regrades_only_what_changed(klass):
+    log = []
+    progress = lambda s, r, resumed: log.append((s.name, resumed))  # noqa: E731
+    alice = klass["folder"] / "alice.py"
+    alice.write_text(alice.read_text().replace("return a + b", "return a - b"))  # a new version
+    (klass["out"] / "dave" / "results.json").unlink()  # as if interrupted before dave finished
+    bob_report = (klass["out"] / "bob" / "results.json").read_text()
+    results = grade.grade_many(selftest_submissions([klass["folder"]]), options(klass["out"]), progress=progress)
+    assert sorted(log) == [("alice", False), ("bob", True), ("carol", True), ("dave", False)]
+    assert results["alice"]["score"] == 5.0 and results["dave"]["score"] == 6.0
+    assert (klass["out"] / "bob" / "results.json").read_text() == bob_report
+
+
+def test_a_grader_that_runs_out_of_time_still_writes_a_complete_report(tmp_path):
+    subs = selftest_submissions([HOSTILE / "loop_in_call.py"])
+    # Each call to `add` takes the full per-call timeout; the whole submission gets less than that.
+    res = grade.grade_one(subs[0], options(tmp_path, timeout=60.0, total_timeout=12.0))
+    check_complete(res)
+    outputs = " ".join(t["output"] for t in res["tests"])
+    assert "exceeded the total grading time of 12 s" in outputs
+    assert res["tests"][0]["score"] == 0
+    time.sleep(1.0)
+    assert hostile_workers() == []
+
+
+def test_a_grader_that_cannot_start_still_writes_a_complete_report(tmp_path):
+    subs = selftest_submissions([HOSTILE / "correct.py"])
+    opts = options(tmp_path)
+    opts.extra_pytest_args = ("--labcheck-no-such-option",)
+    res = grade.grade_one(subs[0], opts)
+    check_complete(res)
+    assert res["score"] == 0 and "grader process" in res["output"]
+    assert all(t["output"].startswith("not graded: the grader process") for t in res["tests"])
+
+
+RUNNER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import test_grading as T
+from labcheck import grade
+subs = T.selftest_submissions([{folder!r}])
+grade.grade_many(subs, T.options(Path({out!r}), jobs=1))
+"""
+
+
+def test_interrupted_class_grading_resumes_where_it_stopped(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "class"
+    folder.mkdir()
+    shutil.copy(HOSTILE / "correct.py", folder / "a.py")
+    shutil.copy(HOSTILE / "loop_in_call.py", folder / "b.py")
+    shutil.copy(HOSTILE / "correct.py", folder / "c.py")
+    out = tmp_path / "grades"
+    code = RUNNER.format(tests=str(paths.tests_dir()), folder=str(folder), out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=paths.repo_root(), stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not (out / "a" / "results.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2.0)  # b is being graded now (jobs=1, in name order)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and b"KeyboardInterrupt" in err
+    assert (out / "a" / "results.json").exists() and not (out / "b" / "results.json").exists()
+    assert not (out / "c" / "results.json").exists()
+    time.sleep(1.0)
+    assert hostile_workers() == []
+    log = []
+    results = grade.grade_many(selftest_submissions([folder]), options(out),
+                               progress=lambda s, r, resumed: log.append((s.name, resumed)))
+    assert sorted(log) == [("a", True), ("b", False), ("c", False)]
+    assert {k: r["score"] for k, r in results.items()} == {"a": 6.0, "b": 5.0, "c": 6.0}

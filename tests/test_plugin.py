@@ -1,0 +1,123 @@
+"""The labcheck pytest plugin, tested with pytester: options, markers, selection, results.json."""
+import json
+
+import pytest
+
+GRADED = '''
+import pytest
+
+pytestmark = pytest.mark.exercise("_selftest")
+
+
+@pytest.mark.graded(points=2)
+def test_passes(lab):
+    assert True
+
+
+@pytest.mark.graded(points=1)
+def test_fails(lab):
+    assert 1 == 2, "the likely mistake: off by one"
+
+
+@pytest.mark.graded(points=4)
+def test_partial(lab):
+    lab.partial(0.25, "1 of 4 right")
+    assert False, "3 of 4 wrong"
+
+
+@pytest.mark.graded(points=3)
+@pytest.mark.parametrize("n", [1, 2])
+def test_param(lab, n):
+    assert n == 1
+
+
+def test_not_graded():
+    assert True
+'''
+
+
+@pytest.fixture
+def graded_file(pytester):
+    pytester.makeini("[pytest]\naddopts = --strict-markers\n")
+    return pytester.makepyfile(test_graded=GRADED)
+
+
+def test_options_are_registered(pytester):
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["*labcheck*", "*--labcheck-submission=PATH*", "*--labcheck-exercise=ID*",
+                                 "*--labcheck-timeout=S*", "*--labcheck-results=PATH*", "*--labcheck-reference=PATH*"])
+
+
+def test_markers_are_registered(pytester):
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.gpu*", "@pytest.mark.graded(points=1)*", "@pytest.mark.exercise(id)*"])
+
+
+def test_results_json_scores_every_graded_test(pytester, graded_file):
+    out = pytester.path / "results.json"
+    result = pytester.runpytest(f"--labcheck-results={out}")
+    result.assert_outcomes(passed=3, failed=3)
+    data = json.loads(out.read_text())
+    scores = {t["name"]: (t["score"], t["max_score"], t["status"]) for t in data["tests"]}
+    assert scores == {"test_passes": (2.0, 2.0, "passed"), "test_fails": (0.0, 1.0, "failed"),
+                      "test_partial": (1.0, 4.0, "failed"), "test_param[1]": (3.0, 3.0, "passed"),
+                      "test_param[2]": (0.0, 3.0, "failed")}
+    assert data["score"] == 6.0 and data["max_score"] == 13.0
+    by_name = {t["name"]: t for t in data["tests"]}
+    assert "off by one" in by_name["test_fails"]["output"]
+    assert by_name["test_partial"]["output"].startswith("1 of 4 right")
+    assert all(t["visibility"] == "visible" for t in data["tests"])
+
+
+def test_results_json_lists_tests_that_never_ran(pytester, graded_file):
+    out = pytester.path / "results.json"
+    pytester.runpytest(f"--labcheck-results={out}", "-x")
+    data = json.loads(out.read_text())
+    assert len(data["tests"]) == 5
+    not_run = [t for t in data["tests"] if t["output"].startswith("not run")]
+    assert not_run and all(t["score"] == 0 and t["status"] == "failed" for t in not_run)
+
+
+def test_strict_markers_and_checked_marker_arguments(pytester):
+    pytester.makeini("[pytest]\naddopts = --strict-markers\n")
+    pytester.makepyfile(test_a="import pytest\n@pytest.mark.gradded\ndef test_x():\n    pass\n")
+    assert pytester.runpytest().ret != 0
+    pytester.makepyfile(test_a="import pytest\n@pytest.mark.graded(points=1, bonus=2)\ndef test_x():\n    pass\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*graded mark can't have*bonus*keyword arguments*"])
+    pytester.makepyfile(test_a="import pytest\n@pytest.mark.exercise('nope')\ndef test_x():\n    pass\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*exercise mark needs one of*"])
+
+
+def test_gpu_tests_skip_cleanly_without_cuda(pytester):
+    import torch
+
+    pytester.makepyfile(test_g="import pytest\n@pytest.mark.gpu\ndef test_cuda():\n    assert False\n")
+    result = pytester.runpytest("-rs")
+    if torch.cuda.is_available():
+        result.assert_outcomes(failed=1)
+    else:
+        result.assert_outcomes(skipped=1)
+        result.stdout.fnmatch_lines(["*needs CUDA*"])
+
+
+def test_exercise_selection_and_grading_mode(pytester, graded_file):
+    pytester.makepyfile(test_other='import pytest\npytestmark = pytest.mark.exercise("width")\n'
+                                   "def test_w():\n    pass\n")
+    pytester.runpytest("--labcheck-exercise=width").assert_outcomes(passed=1, deselected=6)
+    result = pytester.runpytest("--labcheck-exercise=_selftest", "--labcheck-submission=nothing.py")
+    result.assert_outcomes(passed=2, failed=3, deselected=2)  # only graded tests of the exercise
+
+
+def test_submission_needs_an_exercise(pytester):
+    result = pytester.runpytest("--labcheck-submission=x.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--labcheck-submission needs --labcheck-exercise*"])
+
+
+def test_unknown_exercise_is_a_usage_error(pytester):
+    result = pytester.runpytest("--labcheck-exercise=nope")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR

@@ -1,0 +1,217 @@
+"""labcheck.sandbox and labcheck.worker at the level of single calls (the grading path is in test_grading.py)."""
+import json
+import time
+
+import pytest
+import torch
+
+from labcheck import sandbox, worker
+from labcheck.sandbox import Limits, Sandbox, SubmissionFailure
+
+PROBE_TARGETS = '''
+import os
+import sys
+import torch
+
+def add(a, b):
+    return a + b
+
+def boom():
+    raise ValueError("student bug")
+
+def leave():
+    sys.exit(3)
+
+def die():
+    os._exit(4)
+
+def spin():
+    while True:
+        pass
+
+def big(n):
+    return torch.zeros(n)
+
+def meta():
+    return torch.empty(2, device="meta")
+
+def forge(a, b):
+    import struct
+    from labcheck import wire
+    payload = wire.encode({"status": "ok", "value": 999})
+    for fd in range(1, 32):  # a forged reply on every descriptor, the protocol's included
+        try:
+            os.write(fd, struct.pack(">Q", len(payload)) + payload)
+        except OSError:
+            pass
+    return a + b
+
+def bad_str():
+    class Nasty(Exception):
+        def __str__(self):
+            raise RuntimeError("no message for you")
+    raise Nasty()
+'''
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sub") / "student.py"
+    path.write_text(PROBE_TARGETS)
+    with Sandbox(path, "_selftest", Limits(timeout=10, max_reply_mb=1)) as b:
+        yield b
+
+
+def call(box, name, *args):
+    return box.call("call", name=name, args=list(args))
+
+
+def test_values_come_back_as_plain_data(box):
+    assert call(box, "add", 2, 3) == 5
+    t = call(box, "add", torch.ones(2), torch.ones(2))
+    assert isinstance(t, torch.Tensor) and t.tolist() == [2.0, 2.0]
+
+
+@pytest.mark.parametrize("name, kind, text", [
+    ("boom", "error", "ValueError: student bug"),
+    ("leave", "error", "SystemExit: 3"),
+    ("bad_str", "error", "Nasty"),
+    ("meta", "error", "cannot be checked"),
+    ("missing", "contract", "does not define `missing`"),
+])
+def test_student_failures_become_per_call_messages(box, name, kind, text):
+    with pytest.raises(SubmissionFailure) as e:
+        call(box, name)
+    assert e.value.kind == kind and text in str(e.value)
+    assert call(box, "add", 1, 1) == 2  # and the worker keeps serving
+
+
+def test_forged_reply_frames_are_skipped(box):
+    assert call(box, "forge", 2, 3) == 5
+    assert call(box, "add", 1, 2) == 3  # and the protocol stays in step
+
+
+def test_replies_over_the_size_limit_are_refused(box):
+    with pytest.raises(SubmissionFailure, match="more than the 1 MB limit"):
+        call(box, "big", 1_000_000)  # 4 MB
+    assert call(box, "big", 10).shape == (10,)
+
+
+def test_exit_and_timeout_restart_the_worker(box):
+    with pytest.raises(SubmissionFailure, match="exit code 4") as e:
+        call(box, "die")
+    assert e.value.kind == "crash"
+    box.limits.timeout = 2
+    try:
+        with pytest.raises(SubmissionFailure, match="did not return within 2 s"):
+            call(box, "spin")
+    finally:
+        box.limits.timeout = 10
+    assert call(box, "add", 2, 2) == 4
+
+
+def test_a_submission_that_cannot_load_fails_fast_after_the_first_call(tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text("import torch\nraise RuntimeError('at import')\n")
+    with Sandbox(path, "_selftest", Limits(timeout=10)) as b:
+        with pytest.raises(SubmissionFailure, match="RuntimeError: at import") as first:
+            b.call("call", name="add", args=[1, 2])
+        start = time.monotonic()
+        with pytest.raises(SubmissionFailure) as second:
+            b.call("call", name="add", args=[1, 2])
+        assert time.monotonic() - start < 0.5 and second.value is first.value
+        assert "broken.py" in str(first.value)  # the student's file name, not the worker's private copy
+
+
+def test_notebook_keeps_only_definitions():
+    nb = {"cells": [
+        {"cell_type": "code", "source": ["import torch\n", "%time x = 1\n", "!pip install foo\n", "N = 3\n"]},
+        {"cell_type": "code", "source": "def f(x):\n    return x + N\n\nclass C:\n    pass\n\nprint(f(1))\n"},
+        {"cell_type": "code", "source": ["for _ in range(10**9):\n", "    train()\n", "w = torch.randn(3)\n"]},
+        {"cell_type": "code", "source": ["this is not python\n"]},
+        {"cell_type": "markdown", "source": ["def g(): pass"]},
+        {"cell_type": "code", "source": ["SIZES: tuple = (1, 2)\n", "import sys; sys.exit(0)\n"]},
+    ]}
+    src = worker.notebook_to_source(json.dumps(nb))
+    namespace = {}
+    exec(compile(src, "nb", "exec"), namespace)
+    assert namespace["f"](1) == 4 and namespace["SIZES"] == (1, 2) and "C" in namespace
+    assert "train" not in src and "print" not in src and "randn" not in src and "g()" not in src
+
+
+def test_folder_entries(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "helper.py").write_text("")
+    (tmp_path / "a" / "submission.py").write_text("")
+    assert worker.submission_entry(tmp_path / "a", "width").name == "submission.py"
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "mine.ipynb").write_text("{}")
+    assert worker.submission_entry(tmp_path / "b", "width").name == "mine.ipynb"
+    with pytest.raises(FileNotFoundError):
+        worker.submission_entry(tmp_path / "nothing", "width")
+
+
+def test_isolation_prefix_is_a_working_unshare_or_nothing():
+    prefix = sandbox.isolation_prefix()
+    assert prefix == () or (prefix[0].endswith("unshare") and "-n" in prefix)
+
+
+GUARD_TRICKS = '''
+import builtins, os, pathlib
+
+class Sneaky(str):
+    def startswith(self, *a):
+        return False
+
+def rebind_builtins(path):
+    saved = builtins.type, builtins.isinstance
+    builtins.type, builtins.isinstance = (lambda x: int), (lambda a, b: False)
+    try:
+        return open(path).read()
+    finally:  # (left rebound, the worker's own encoder breaks: a crash, still no access)
+        builtins.type, builtins.isinstance = saved
+
+def patch_posixpath(path):
+    import posixpath
+    posixpath.realpath = os.path.realpath = lambda p, **k: "/tmp/ok"
+    return open(path).read()
+
+def str_subclass(path):
+    return open(Sneaky(path)).read()
+
+def via_pathlib(path):
+    return pathlib.Path(path).read_text()
+
+def via_symlink(path):
+    os.symlink(path, "link")
+    return open("link").read()
+
+def find_the_hook():
+    import gc
+    return len(gc.get_objects())
+
+def scratch_is_fine():
+    pathlib.Path("out.txt").write_text("hi")
+    return open("out.txt").read()
+'''
+
+
+@pytest.mark.parametrize("trick", ["rebind_builtins", "patch_posixpath", "str_subclass", "via_pathlib",
+                                   "via_symlink", "find_the_hook"])
+def test_audit_hook_alone_resists_pure_python_tricks(guard_only_box, trick):
+    """With the OS layer switched off, the audit hook still refuses the reference (tests/)."""
+    secret = str(__import__("labcheck.paths", fromlist=["x"]).tests_dir() / "hostile" / "reference_selftest.py")
+    with pytest.raises(SubmissionFailure, match="not allowed"):
+        guard_only_box.call("call", name=trick, args=[secret] if trick != "find_the_hook" else [])
+    assert guard_only_box.call("call", name="scratch_is_fine") == "hi"
+
+
+@pytest.fixture(scope="module")
+def guard_only_box(tmp_path_factory):
+    path = tmp_path_factory.mktemp("guard") / "tricks.py"
+    path.write_text(GUARD_TRICKS)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(sandbox, "isolation_prefix", lambda: ())
+    with Sandbox(path, "_selftest", Limits(timeout=20)) as b:
+        yield b
+    mp.undo()
