@@ -11,10 +11,8 @@ Init statistics use exact bounds (chi-square interval, normal bound on the mean,
 false-failure probability "sgd.init_stats" of reference/bands/sgd.json, per check.
 """
 import dataclasses
-import importlib.util
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -24,7 +22,7 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as nps
 from torch.utils.data import DataLoader, TensorDataset
 
-from labcheck import bands, paths
+from labcheck import bands, cli
 from labcheck.probes import sgd as probes
 from strategies import LEARNING_RATES, MOMENTA, SEEDS
 
@@ -47,13 +45,7 @@ BATCHES = st.integers(min_value=1, max_value=16)
 
 @pytest.fixture(scope="module")
 def ref():
-    name = "labcheck_reference_sgd"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, paths.reference_file("sgd"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return cli.load_reference("sgd")
 
 
 def problem(data, shapes, steps):

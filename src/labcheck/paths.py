@@ -11,6 +11,20 @@ from pathlib import Path
 EXERCISES = ("width", "sgd", "batchnorm", "hyperparams", "gradnorms")
 
 
+def import_by_path(path: Path, name: str):
+    """Import the file at `path` as module `name` (cached in sys.modules); never touches sys.path."""
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def repo_root() -> Path:
     env = os.environ.get("LABCHECK_HOME")
     if env:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -175,13 +174,7 @@ class LabSession:
 
     def reference_module(self):
         if self._reference is None:
-            path = self.reference_path()
-            name = f"labcheck_reference_{self.exercise}"
-            spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-            self._reference = module
+            self._reference = paths.import_by_path(self.reference_path(), f"labcheck_reference_{self.exercise}")
         return self._reference
 
     def expect(self, probe: str, **kwargs):

@@ -48,17 +48,10 @@ def grading():
 @pytest.fixture(scope="module")
 def trained(grading):
     """Parameters after 3 epochs of the reference recipe (so evaluate sees a useful network)."""
-    from labcheck import core, paths
-    import importlib.util
-    import sys
+    from labcheck import core
+    from labcheck.cli import load_reference
 
-    name = "labcheck_reference_sgd"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, paths.reference_file("sgd"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
+    module = load_reference("sgd")
     inputs = grading["learn"]
     params = module.initialize_nn({}, generator=torch.Generator().manual_seed(11))
     loader = core.ResidentLoader(inputs["x_train"], inputs["y_train"], batch_size=128, seed=11)

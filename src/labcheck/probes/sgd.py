@@ -44,7 +44,7 @@ def grading_data():
     path = data.mnist_5k_path()
     if path is None:
         return data.load(data.MNIST)
-    train, test = data._load_mnist_5k(path)
+    train, test = data.load_mnist_5k_splits(path)
     return data.DataSet(data.MNIST, data.MNIST_5K, str(path), train, test)
 
 
