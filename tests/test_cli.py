@@ -4,13 +4,14 @@ import json
 import pytest
 
 from labcheck import cli
+from labcheck.exercises import REGISTRY
 
 
 def test_list_names_every_exercise(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    for exercise in ("width", "sgd", "batchnorm", "hyperparams", "gradnorms"):
-        assert exercise in out
+    for ex in REGISTRY.values():
+        assert ex.id in out and ex.seed_file in out
 
 
 def test_data_reports_sources_as_json(capsys):

@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from labcheck import sandbox, worker
+from labcheck import sandbox, submission, worker
 from labcheck.sandbox import Limits, Sandbox, SubmissionFailure
 
 PROBE_TARGETS = '''
@@ -132,7 +132,7 @@ def test_notebook_keeps_only_definitions():
         {"cell_type": "markdown", "source": ["def g(): pass"]},
         {"cell_type": "code", "source": ["SIZES: tuple = (1, 2)\n", "import sys; sys.exit(0)\n"]},
     ]}
-    src = worker.notebook_to_source(json.dumps(nb))
+    src = submission.notebook_to_source(json.dumps(nb))
     namespace = {}
     exec(compile(src, "nb", "exec"), namespace)
     assert namespace["f"](1) == 4 and namespace["SIZES"] == (1, 2) and "C" in namespace
@@ -143,12 +143,12 @@ def test_folder_entries(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "helper.py").write_text("")
     (tmp_path / "a" / "submission.py").write_text("")
-    assert worker.submission_entry(tmp_path / "a", "width").name == "submission.py"
+    assert submission.submission_entry(tmp_path / "a", "width").name == "submission.py"
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "mine.ipynb").write_text("{}")
-    assert worker.submission_entry(tmp_path / "b", "width").name == "mine.ipynb"
+    assert submission.submission_entry(tmp_path / "b", "width").name == "mine.ipynb"
     with pytest.raises(FileNotFoundError):
-        worker.submission_entry(tmp_path / "nothing", "width")
+        submission.submission_entry(tmp_path / "nothing", "width")
 
 
 def test_isolation_prefix_is_a_working_unshare_or_nothing():

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labcheck import core, data, paths, repro
+from labcheck import core, data, exercises, paths, repro
 
 ENFORCE_ENV = "LABCHECK_BENCH_ENFORCE"  # "1": benchmarks assert the targets (off by default)
 THREADS_ENV = "LABCHECK_BENCH_THREADS"  # torch threads for benchmarks (default DEFAULT_THREADS)
@@ -304,15 +304,13 @@ FALLBACKS = {
 
 def contract(exercise: str, *names: str, use_reference: bool = True):
     """(namespace, source): the reference's contract names, or the minimal copies here if it lacks one."""
-    path = paths.reference_file(exercise)
+    path = exercises.get(exercise).reference_path
     if not use_reference:
         return FALLBACKS[exercise], "bench copy (asked for)"
     if not path.is_file():
         return FALLBACKS[exercise], f"bench copy ({path.name} missing)"
-    from labcheck.cli import load_reference
-
     try:
-        module = load_reference(exercise)
+        module = paths.import_by_path(path, f"labcheck_reference_{exercise}")
     except Exception as e:  # a broken reference must not stop the other measurements
         return FALLBACKS[exercise], f"bench copy ({path.name} failed to import: {type(e).__name__})"
     missing = [n for n in names if not hasattr(module, n)]
@@ -353,14 +351,7 @@ def _dataset(name: str) -> data.DataSet:
 
 def _train_split(case: Case, seed: int) -> data.Split:
     """The training images the seed uses (as far as this machine has them)."""
-    ds = _dataset(case.dataset)
-    if case.exercise == "batchnorm":
-        return data.first_per_class(ds.train, 600)
-    if case.exercise == "hyperparams":
-        return data.random_split(ds.train, [1000], seed)[0]
-    if case.exercise == "width":
-        return data.subsample_fraction(ds.train, 0.12, seed)
-    return ds.train
+    return exercises.get(case.exercise).train_split(_dataset(case.dataset).train, seed)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,29 +14,20 @@ import json
 import sys
 
 from labcheck import paths
-
-EXERCISE_INFO = {
-    "width": ("hw2_width_fashion_mnist.txt", "Fashion-MNIST", "performance vs width, divergent learning rate"),
-    "sgd": ("lab3_sgd_from_scratch_mnist.txt", "MNIST", "SGD and momentum from scratch vs torch.optim.SGD"),
-    "batchnorm": ("a4_batchnorm_mlp_mnist.txt", "MNIST", "BatchNorm MLPs, timing per epoch, deeper variant"),
-    "hyperparams": ("a2_fashion_hyperparams.txt", "Fashion-MNIST", "optimizers, batch size, batchnorm, augmentation, width"),
-    "gradnorms": ("ps2_gradient_norms_matrix_sensing.txt", "MNIST", "per-layer gradient norms, matrix sensing"),
-}
-
+from labcheck.exercises import EXERCISES, REGISTRY
 
 def load_reference(exercise: str):
     """Import reference/<exercise>.py by path under a unique module name."""
-    path = paths.reference_file(exercise)
+    path = REGISTRY[exercise].reference_path
     if not path.is_file():
         raise SystemExit(f"labcheck: {path} not found (LABCHECK_HOME={paths.repo_root()})")
     return paths.import_by_path(path, f"labcheck_reference_{exercise}")
 
 
 def cmd_list(args) -> int:
-    for exercise in paths.EXERCISES:
-        seed, data, what = EXERCISE_INFO[exercise]
-        present = "" if paths.reference_file(exercise).is_file() else "  (no reference yet)"
-        print(f"{exercise:12s} {data:14s} {what}  [{seed}]{present}")
+    for ex in REGISTRY.values():
+        present = "" if ex.reference_path.is_file() else "  (no reference yet)"
+        print(f"{ex.id:12s} {ex.dataset:14s} {ex.title}  [{ex.seed_file}]{present}")
     return 0
 
 
@@ -88,11 +79,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON (default: False)")
     p = sub.add_parser("reproduce", help="run an exercise's reference; other flags go to reference/ID.py",
                        add_help=False)
-    p.add_argument("exercise", choices=paths.EXERCISES, metavar="ID", help=f"one of {', '.join(paths.EXERCISES)}")
+    p.add_argument("exercise", choices=EXERCISES, metavar="ID", help=f"one of {', '.join(EXERCISES)}")
     p = sub.add_parser("grade", help="grade submissions against an exercise's contract tests")
     p.add_argument("submissions", nargs="*", metavar="SUBMISSION",
                    help="files (.py/.ipynb) or folders (a folder of many: each entry)")
-    p.add_argument("--exercise", choices=paths.EXERCISES, metavar="ID", default=None,
+    p.add_argument("--exercise", choices=EXERCISES, metavar="ID", default=None,
                    help="exercise to grade; required unless --examples (default: None)")
     p.add_argument("--examples", action="store_true",
                    help="grade the bundled examples/<id>/*.py and check their EXPECTED_FAILURES (default: False)")
@@ -104,7 +95,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-mb", type=int, default=3072, metavar="MB", help="worker memory limit (default: 3072)")
     p.add_argument("--fresh", action="store_true", help="regrade even where a finished report exists (default: False)")
     p = sub.add_parser("bench", help="throughput table of each exercise's training core")
-    p.add_argument("--exercise", choices=paths.EXERCISES, metavar="ID", default=None, help="only this one (default: all)")
+    p.add_argument("--exercise", choices=EXERCISES, metavar="ID", default=None, help="only this one (default: all)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu or cuda (default: cpu)")
     p.add_argument("--seconds", type=float, default=2.0, metavar="S", help="time per measurement (default: 2.0)")
     p.add_argument("--threads", type=int, default=None, metavar="N",

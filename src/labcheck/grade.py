@@ -36,8 +36,9 @@ import time
 from pathlib import Path
 
 from labcheck import paths, report
+from labcheck.exercises import EXERCISES, REGISTRY
+from labcheck.submission import SUBMISSION_SUFFIXES, is_single_submission_folder
 
-SUBMISSION_SUFFIXES = (".py", ".ipynb")
 DEFAULT_TOTAL_TIMEOUT = 900.0  # seconds a whole submission may take, all tests together
 
 
@@ -73,12 +74,7 @@ class Options:
 
 
 def contract_file(exercise: str) -> Path:
-    return paths.tests_dir() / "contract" / f"test_{exercise}_contract.py"
-
-
-def is_single_submission_folder(folder: Path, exercise: str) -> bool:
-    names = (f"{exercise}.py", "submission.py", f"{exercise}.ipynb", "__init__.py")
-    return any((folder / n).is_file() for n in names)
+    return REGISTRY[exercise].contract_tests
 
 
 def _entries(folder: Path) -> list[Path]:
@@ -136,8 +132,8 @@ def expected_failures(path: Path) -> tuple[str, ...] | None:
 def discover_examples(exercise: str | None = None) -> list[Submission]:
     """examples/<id>/*.py for every exercise (or one) that has a contract test file."""
     found = []
-    for ex in [exercise] if exercise else list(paths.EXERCISES):
-        folder = paths.examples_dir() / ex
+    for ex in [exercise] if exercise else list(EXERCISES):
+        folder = REGISTRY[ex].examples_dir
         if not folder.is_dir() or not contract_file(ex).is_file():
             continue
         for f in sorted(folder.glob("*.py")):
@@ -170,8 +166,8 @@ def grader_fingerprint(sub: Submission) -> str:
     """The contract tests, the exercise's probes and reference: a change in any invalidates old grades."""
     h = hashlib.sha256()
     files = [sub.tests, Path(__file__).parent / "probes" / f"{sub.exercise}.py"]
-    if sub.exercise in paths.EXERCISES:
-        files.append(paths.reference_file(sub.exercise))
+    if sub.exercise in EXERCISES:
+        files.append(REGISTRY[sub.exercise].reference_path)
     for p in files:
         h.update(sha256_of(p).encode())
     return h.hexdigest()
@@ -404,7 +400,7 @@ def main(args) -> int:
         subs = discover_examples(args.exercise)
         if args.submissions:
             print("labcheck grade: --examples grades the bundled examples only; ignoring SUBMISSION arguments")
-        missing = [ex for ex in ([args.exercise] if args.exercise else paths.EXERCISES)
+        missing = [ex for ex in ([args.exercise] if args.exercise else EXERCISES)
                    if not contract_file(ex).is_file()]
         if missing:
             print(f"labcheck grade: no contract tests yet for {', '.join(missing)} (skipped)")

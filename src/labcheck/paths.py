@@ -1,5 +1,6 @@
 """Where the repository's non-package parts live (reference/, tests/, examples/).
 
+The exercises themselves are listed in labcheck.exercises.
 labcheck is installed editable from its checkout (see README), so these sit next to src/.
 $LABCHECK_HOME overrides the checkout root, for an install that keeps them elsewhere.
 """
@@ -7,9 +8,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-EXERCISES = ("width", "sgd", "batchnorm", "hyperparams", "gradnorms")
-
 
 def import_by_path(path: Path, name: str):
     """Import the file at `path` as module `name` (cached in sys.modules); never touches sys.path."""
@@ -34,12 +32,6 @@ def repo_root() -> Path:
 
 def reference_dir() -> Path:
     return repo_root() / "reference"
-
-
-def reference_file(exercise: str) -> Path:
-    if exercise not in EXERCISES:
-        raise ValueError(f"unknown exercise {exercise!r}; known: {', '.join(EXERCISES)}")
-    return reference_dir() / f"{exercise}.py"
 
 
 def bands_dir() -> Path:

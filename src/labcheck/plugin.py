@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from labcheck import paths
+from labcheck.exercises import EXERCISES, REGISTRY
 from labcheck.sandbox import Limits, Sandbox, SubmissionFailure
 
 MARKERS = (
@@ -43,9 +44,9 @@ def _positive_float(text: str) -> float:
 
 def _exercise_id(text: str) -> str:
     """An exercise of CONTRACTS.md, or an internal probe set such as `_selftest` (labcheck's own tests)."""
-    if text in paths.EXERCISES or (text.startswith("_") and importlib.util.find_spec(f"labcheck.probes.{text}")):
+    if text in EXERCISES or (text.startswith("_") and importlib.util.find_spec(f"labcheck.probes.{text}")):
         return text
-    raise ValueError(f"unknown exercise {text!r}; one of {', '.join(paths.EXERCISES)}")
+    raise ValueError(f"unknown exercise {text!r}; one of {', '.join(EXERCISES)}")
 
 
 def known_exercise(text) -> bool:
@@ -60,7 +61,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--labcheck-submission", metavar="PATH", default=None,
                     help="grade this submission instead of the reference. Default: %(default)r")
     group.addoption("--labcheck-exercise", metavar="ID", default=None, type=_exercise_id,
-                    help=f"only run this exercise's tests ({', '.join(paths.EXERCISES)}). Default: %(default)r")
+                    help=f"only run this exercise's tests ({', '.join(EXERCISES)}). Default: %(default)r")
     group.addoption("--labcheck-timeout", metavar="S", type=_positive_float, default=Limits.timeout,
                     help="seconds per call into a submission. Default: %(default)r")
     group.addoption("--labcheck-startup-timeout", metavar="S", type=_positive_float, default=Limits.startup_timeout,
@@ -110,7 +111,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 raise pytest.UsageError(f"graded mark can't have {sorted(unknown)} keyword arguments ({item.nodeid})")
         marker = item.get_closest_marker("exercise")
         if marker and (not marker.args or not known_exercise(marker.args[0])):
-            raise pytest.UsageError(f"exercise mark needs one of {paths.EXERCISES} ({item.nodeid})")
+            raise pytest.UsageError(f"exercise mark needs one of {EXERCISES} ({item.nodeid})")
     wanted = config.getoption("--labcheck-exercise")
     grading = config.getoption("--labcheck-submission") is not None
     if not wanted and not grading:
@@ -170,7 +171,7 @@ class LabSession:
 
     def reference_path(self) -> Path:
         override = self.state.config.getoption("--labcheck-reference")
-        return Path(override).resolve() if override else paths.reference_file(self.exercise)
+        return Path(override).resolve() if override else REGISTRY[self.exercise].reference_path
 
     def reference_module(self):
         if self._reference is None:

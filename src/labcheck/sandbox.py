@@ -214,7 +214,7 @@ class Sandbox:
     def _copy_submission(self, scratch: Path) -> tuple[Path, str | None]:
         """The worker reads a private copy of the submission's entry file, never the original
         (which may sit among other students' files or in examples/, both hidden from it)."""
-        from labcheck.worker import submission_entry
+        from labcheck.submission import submission_entry
 
         try:
             entry = submission_entry(self.submission, self.exercise)
