@@ -9,5 +9,6 @@ settings.register_profile(
     "ci", max_examples=25, deadline=None, derandomize=True, database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.register_profile("thorough", max_examples=500, deadline=None)
+# thorough: explore afresh each run (no example database), as a property must hold beyond CI's examples
+settings.register_profile("thorough", max_examples=500, deadline=None, database=None)
 settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "ci" if os.getenv("CI") else "dev"))
