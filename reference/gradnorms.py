@@ -177,76 +177,81 @@ def sensing_lr(X_star, lr_scale: float) -> float:
 
 @dataclasses.dataclass
 class Config:
+    """The experiment's settings; every field is a flag of get_args_parser (m_factor is --m-factor)."""
+    seed: int = 0  # seeds torch, numpy and random once, before any data, problem or model is built
+    deterministic: bool = False  # run inside labcheck.repro.deterministic()
+    quick: bool = False  # apply QUICK: the CI budget (smaller sensing problem, fewer epochs and steps)
+    dry_run: bool = False  # apply DRY_RUN: one epoch on one batch, two GD steps on a tiny problem
+    out: str | None = None  # folder for plots (PNG), logs (CSV) and answers.json; None writes nothing
+    data_root: str | None = None  # extra folder searched first for MNIST IDX files
+    device: str = "auto"  # auto, cpu or cuda
     # Part 1: MNIST MLP (the seed's hyperparameters)
     hidden_sizes: tuple = (128, 128, 128)  # one bias-free Linear+ReLU per entry
     lr: float = 0.01  # SGD learning rate, no momentum
     batch_size: int = 128  # train and test batch size
-    epochs: int = 40  # training epochs (quick: 20)
-    # Part 2: matrix sensing
-    d: int = 100  # X* is d x d (quick: 30)
-    r: int = 5  # rank of X* (quick: 2)
+    epochs: int = 40  # training epochs
+    # Part 2: matrix sensing, the documented choice
+    d: int = 100  # X* is d x d
+    r: int = 5  # rank of X*
     m_factor: int = 10  # m = m_factor * d * r measurements (m < d^2, so R = d has many global minima)
     lr_scale: float = 0.1  # GD step = lr_scale / ||X*||_2 (< 0.25 for stability)
-    steps: int = 600  # GD steps per run (quick: 300)
+    steps: int = 600  # GD steps per run
     alphas: tuple = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # U_0 = alpha W for R = d
     top_k: int = 10  # singular values of U_t tracked for the implicit-regularization plot
     rank_threshold: float = 1e-2  # effective rank: singular values >= rank_threshold * the largest
-    # Run control
-    quick: bool = False  # CI budget: smaller sensing problem and fewer epochs/steps
-    dry_run: bool = False  # one batch and two GD steps on a tiny problem (integration test)
-    out: str = "runs/gradnorms"  # folder for plots, CSV logs and answers.json
-    seed: int = 0  # seeds torch, numpy and random once, before any data or model is built
-    device: str = "auto"  # auto, cpu or cuda
-    data_root: str | None = None  # extra folder searched first for MNIST IDX files
+    # Part 2: the grid the seed ran (2b, 2d), next to the documented choice
+    seed_alphas: tuple = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # the seed's "10E-5 ... 10E-1", i.e. 10 x 1e-5 ... 10 x 1e-1
+    seed_steps: int = 1000  # the seed's GD steps per alpha (2d, 2e)
+    seed_rank_r_steps: int = 2000  # the seed's GD steps for R = r (2b)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Config":
+        """The flags as a Config, then QUICK (--quick) and DRY_RUN (--dry-run) applied over them."""
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        if cfg.quick:
+            cfg = dataclasses.replace(cfg, **QUICK)
+        if cfg.dry_run:
+            cfg = dataclasses.replace(cfg, **DRY_RUN)
+        return cfg
 
 
-QUICK = {"epochs": 20, "d": 30, "r": 2, "steps": 300}
-DRY_RUN = {"epochs": 1, "d": 8, "r": 1, "steps": 2}
+# --quick: half the epochs on mnist-5k and a 30 x 30 rank-2 sensing problem (about 1 minute on one thread here)
+QUICK = dict(epochs=20, d=30, r=2, steps=300, seed_steps=500, seed_rank_r_steps=1000)
+DRY_RUN = dict(epochs=1, d=8, r=1, steps=2, seed_steps=2, seed_rank_r_steps=2)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    default = Config()
+    d = Config()
     p = argparse.ArgumentParser(description="Gradient norms (MNIST MLP) and implicit regularization "
                                 "(matrix sensing), CS7180 PS2", add_help=add_help)
-    p.add_argument("--hidden-sizes", type=int, nargs="+", default=list(default.hidden_sizes), metavar="H",
-                   help="hidden layer widths (default: 128 128 128)")
-    p.add_argument("--lr", type=float, default=default.lr, metavar="LR", help="SGD learning rate (default: 0.01)")
-    p.add_argument("--batch-size", type=int, default=default.batch_size, metavar="N",
-                   help="train and test batch size (default: 128)")
-    p.add_argument("--epochs", type=int, default=None, metavar="N", help="training epochs (default: 40, --quick: 20)")
-    p.add_argument("--d", type=int, default=None, metavar="D", help="X* is D x D (default: 100, --quick: 30)")
-    p.add_argument("--r", type=int, default=None, metavar="R", help="rank of X* (default: 5, --quick: 2)")
-    p.add_argument("--m-factor", type=int, default=default.m_factor, metavar="K",
-                   help="m = K * d * r measurements (default: 10)")
-    p.add_argument("--lr-scale", type=float, default=default.lr_scale, metavar="C",
-                   help="GD step = C / ||X*||_2 (default: 0.1)")
-    p.add_argument("--steps", type=int, default=None, metavar="T", help="GD steps per run (default: 600, --quick: 300)")
-    p.add_argument("--alphas", type=float, nargs="+", default=list(default.alphas), metavar="A",
-                   help="init scales for R = d (default: 1e-05 0.0001 0.001 0.01 0.1)")
-    p.add_argument("--top-k", type=int, default=default.top_k, metavar="K",
-                   help="singular values of U_t to track (default: 10)")
-    p.add_argument("--rank-threshold", type=float, default=default.rank_threshold, metavar="EPS",
-                   help="effective rank counts singular values >= EPS * the largest (default: 0.01)")
-    p.add_argument("--quick", action="store_true", help="CI budget (default: False)")
-    p.add_argument("--dry-run", action="store_true", help="one batch, two GD steps, tiny sizes (default: False)")
-    p.add_argument("--out", default=default.out, metavar="DIR", help="output folder (default: runs/gradnorms)")
-    p.add_argument("--seed", type=int, default=default.seed, metavar="S", help="random seed (default: 0)")
-    p.add_argument("--device", default=default.device, metavar="DEV", help="auto, cpu or cuda (default: auto)")
-    p.add_argument("--data-root", default=None, metavar="DIR", help="extra folder searched for MNIST (default: None)")
+    p.add_argument("--seed", type=int, default=d.seed, metavar="S", help=f"random seed (default: {d.seed})")
+    p.add_argument("--deterministic", action="store_true", help=f"deterministic kernels (default: {d.deterministic})")
+    p.add_argument("--quick", action="store_true", help=f"CI budget: {QUICK} (default: {d.quick})")
+    p.add_argument("--dry-run", action="store_true", help=f"integration test: {DRY_RUN} (default: {d.dry_run})")
+    p.add_argument("--out", default=d.out, metavar="DIR", help=f"output folder; none: write nothing (default: {d.out})")
+    p.add_argument("--data-root", default=d.data_root, metavar="DIR", help=f"extra folder searched for MNIST (default: {d.data_root})")
+    p.add_argument("--device", default=d.device, metavar="DEV", help=f"auto, cpu or cuda (default: {d.device})")
+    p.add_argument("--hidden-sizes", type=int, nargs="+", default=d.hidden_sizes, metavar="H",
+                   help=f"hidden layer widths (default: {d.hidden_sizes})")
+    p.add_argument("--lr", type=float, default=d.lr, metavar="LR", help=f"SGD learning rate (default: {d.lr})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N", help=f"train and test batch size (default: {d.batch_size})")
+    p.add_argument("--epochs", type=int, default=d.epochs, metavar="N", help=f"training epochs (default: {d.epochs})")
+    p.add_argument("--d", type=int, default=d.d, metavar="D", help=f"X* is D x D (default: {d.d})")
+    p.add_argument("--r", type=int, default=d.r, metavar="R", help=f"rank of X* (default: {d.r})")
+    p.add_argument("--m-factor", type=int, default=d.m_factor, metavar="K", help=f"m = K * d * r measurements (default: {d.m_factor})")
+    p.add_argument("--lr-scale", type=float, default=d.lr_scale, metavar="C", help=f"GD step = C / ||X*||_2 (default: {d.lr_scale})")
+    p.add_argument("--steps", type=int, default=d.steps, metavar="T", help=f"GD steps per run (default: {d.steps})")
+    p.add_argument("--alphas", type=float, nargs="+", default=d.alphas, metavar="A", help=f"init scales for R = d (default: {d.alphas})")
+    p.add_argument("--top-k", type=int, default=d.top_k, metavar="K", help=f"singular values of U_t to track (default: {d.top_k})")
+    p.add_argument("--rank-threshold", type=float, default=d.rank_threshold, metavar="EPS",
+                   help=f"effective rank counts singular values >= EPS * the largest (default: {d.rank_threshold})")
+    p.add_argument("--seed-alphas", type=float, nargs="+", default=d.seed_alphas, metavar="A",
+                   help=f"the seed's init scales (default: {d.seed_alphas})")
+    p.add_argument("--seed-steps", type=int, default=d.seed_steps, metavar="T", help=f"the seed's GD steps per alpha (default: {d.seed_steps})")
+    p.add_argument("--seed-rank-r-steps", type=int, default=d.seed_rank_r_steps, metavar="T",
+                   help=f"the seed's GD steps for R = r (default: {d.seed_rank_r_steps})")
     return p
-
-
-def config_from_args(args) -> Config:
-    """A Config from parsed flags; --quick / --dry-run fill the size flags left unset."""
-    budget = DRY_RUN if args.dry_run else QUICK if args.quick else {}
-    values = {}
-    for field in dataclasses.fields(Config):
-        value = getattr(args, field.name)
-        if value is None and field.name in budget:
-            value = budget[field.name]
-        values[field.name] = tuple(value) if isinstance(value, list) else value
-    cfg = Config(**{k: v for k, v in values.items() if v is not None or k == "data_root"})
-    return cfg
 
 
 def load_mnist_normalized(cfg: Config, device):
@@ -280,39 +285,66 @@ def run_mnist(cfg: Config, device) -> dict:
             "seconds": time.perf_counter() - start, "n_train": len(y_train), "n_test": len(y_test)}
 
 
+def sensing_lr_at(X_star, U0, lr_scale: float) -> float:
+    """lr_scale / max(||X*||_2, ||U_0||_2^2): the documented step, shrunk where the start is steeper than the
+    solution (the curvature of ||U U^T - X*||_F^2 grows with ||U||^2; alpha = 1 starts at ||U_0||^2 ~ 4d)."""
+    scale = max(torch.linalg.matrix_norm(X_star.double(), ord=2).item(), torch.linalg.matrix_norm(U0.double(), ord=2).item() ** 2)
+    return lr_scale / scale
+
+
 def run_sensing(cfg: Config, device) -> dict:
-    """GD with R = r, then R = d from U_0 = alpha W for each alpha, on one sensing problem."""
+    """On one sensing problem: GD with R = r, then R = d from U_0 = alpha W for the documented alphas (documented
+    step and step count) and for the seed's grid (its alphas and step counts). A trajectory shared by both grids
+    (same alpha, same step) runs once, for the longer of the two step counts."""
     gen = repro.generator(cfg.seed)
     d, r = cfg.d, cfg.r
     m = cfg.m_factor * d * r
     A, U_star, X_star, y = make_sensing_problem(d, r, m, gen, device)
     lr = sensing_lr(X_star, cfg.lr_scale)
-    results = {"d": d, "r": r, "m": m, "lr": lr, "x_star_norm2": torch.linalg.matrix_norm(X_star, 2).item(),
-               "x_star_fro": torch.linalg.matrix_norm(X_star).item(), "runs": {}}
+    U0_rank_r = (torch.randn(d, r, generator=gen) / math.sqrt(d)).to(device)  # (d, r), same scale as U*
+    W = torch.randn(d, d, generator=gen).to(device)  # (d, d), shared by every alpha
+    # trajectory (label, U0, lr) -> the step counts read from it
+    wanted: dict[tuple, dict] = {}
 
-    def timed(U0, label, callback=None):
+    def want(label: str, U0, step_lr: float, steps: int, grid: str) -> None:
+        entry = wanted.setdefault((label, step_lr), {"U0": U0, "checkpoints": {}})
+        entry["checkpoints"][grid] = steps
+
+    want("R=r", U0_rank_r, lr, cfg.steps, "documented")
+    want("R=r", U0_rank_r, lr, cfg.seed_rank_r_steps, "seed_grid")
+    for alpha in cfg.alphas:
+        want(f"alpha={alpha:g}", alpha * W, lr, cfg.steps, "documented")
+    for alpha in cfg.seed_alphas:
+        want(f"alpha={alpha:g}", alpha * W, sensing_lr_at(X_star, alpha * W, cfg.lr_scale), cfg.seed_steps, "seed_grid")
+
+    results = {"d": d, "r": r, "m": m, "lr": lr, "x_star_norm2": torch.linalg.matrix_norm(X_star, 2).item(),
+               "x_star_fro": torch.linalg.matrix_norm(X_star).item(), "documented": {}, "seed_grid": {}}
+    for (label, step_lr), entry in tqdm(wanted.items(), desc="sensing runs"):
+        at = set(entry["checkpoints"].values())  # the steps some grid reads
+        top, ranks = [], {}
+
+        def record(t, U, at=at, top=top, ranks=ranks):
+            finite = bool(torch.isfinite(U).all())
+            if label != "R=r":
+                top.append(torch.linalg.svdvals(U)[: cfg.top_k].cpu() if finite else torch.full((cfg.top_k,), float("nan")))
+            if t in at:
+                ranks[t] = effective_rank(U, cfg.rank_threshold) if finite else None
+
         core.synchronize(device)
         start = time.perf_counter()
-        U, dist = gradient_descent(U0, A, y, X_star, lr, cfg.steps, callback=callback)
+        steps = max(at)
+        U, dist = gradient_descent(entry["U0"], A, y, X_star, step_lr, steps, callback=record)
         core.synchronize(device)
-        seconds = (time.perf_counter() - start) / max(cfg.steps, 1)
-        results["runs"][label] = {"distances": dist, "seconds_per_step": seconds,
-                                  "effective_rank": effective_rank(U, cfg.rank_threshold),
-                                  "loss": sensing_loss(U, A, y).item(), "U_T": U.cpu()}
-        return results["runs"][label]
-
-    U0 = (torch.randn(d, r, generator=gen) / math.sqrt(d)).to(device)  # (d, r), same scale as U*
-    with tqdm(total=1 + len(cfg.alphas), desc="sensing runs") as bar:
-        timed(U0, "R=r")
-        bar.update()
-        W = torch.randn(d, d, generator=gen).to(device)  # (d, d), shared by every alpha
-        for alpha in cfg.alphas:
-            top = []
-            record = lambda t, U: top.append(torch.linalg.svdvals(U)[: cfg.top_k].cpu())  # noqa: E731
-            run = timed(alpha * W, f"alpha={alpha:g}", callback=record)
-            run["top_singular_values"] = torch.stack(top)  # (steps + 1, top_k)
-            run["alpha"] = alpha
-            bar.update()
+        seconds = (time.perf_counter() - start) / max(steps, 1)
+        diverged = next((t for t, v in enumerate(dist) if not math.isfinite(v)), None)
+        for grid, t in entry["checkpoints"].items():
+            run = {"lr": step_lr, "steps": t, "distances": dist[: t + 1], "final_distance": dist[t],
+                   "effective_rank": ranks[t], "diverged_at_step": diverged if diverged is not None and diverged <= t else None,
+                   "seconds_per_step": seconds}
+            if label != "R=r":
+                run["alpha"] = float(label.split("=")[1])
+                run["top_singular_values"] = torch.stack(top[: t + 1])  # (t + 1, top_k)
+            results[grid][label] = run
     return results
 
 
@@ -358,25 +390,30 @@ def make_plots(out: Path, mnist: dict, sensing: dict, cfg: Config) -> list[str]:
     fig.savefig(out / "gradient_norms.png", dpi=120)
     written.append("gradient_norms.png")
 
-    runs = sensing["runs"]
+    runs = sensing["documented"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.semilogy(runs["R=r"]["distances"])
+    ax.semilogy(runs["R=r"]["distances"], label=f"documented: {runs['R=r']['steps']} steps")
+    ax.semilogy(sensing["seed_grid"]["R=r"]["distances"], ls="--", label=f"the seed's {sensing['seed_grid']['R=r']['steps']} steps")
     ax.set(xlabel="t", ylabel="||U_t U_t^T - X*||_F",
            title=f"Matrix sensing, R = r = {sensing['r']} (d={sensing['d']}, m={sensing['m']})")
+    ax.legend()
     fig.tight_layout()
     fig.savefig(out / "sensing_rank_r.png", dpi=120)
     written.append("sensing_rank_r.png")
 
-    alphas = [k for k in runs if k.startswith("alpha=")]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key in alphas:
-        ax.semilogy(runs[key]["distances"], label=key.replace("alpha", "α"))
-    ax.set(xlabel="t", ylabel="||U_t U_t^T - X*||_F", title=f"Over-parametrized R = d = {sensing['d']}, U_0 = αW")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "sensing_overparametrized.png", dpi=120)
-    written.append("sensing_overparametrized.png")
+    for grid, name, what in (("documented", "sensing_overparametrized.png", f"lr {cfg.lr_scale:g}/||X*||_2"),
+                             ("seed_grid", "sensing_seed_grid.png", f"the seed's grid, lr {cfg.lr_scale:g}/max(||X*||_2, ||U_0||_2^2)")):
+        alphas = [k for k in sensing[grid] if k.startswith("alpha=")]
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for key in alphas:
+            ax.semilogy(sensing[grid][key]["distances"], label=key.replace("alpha", "α"))
+        ax.set(xlabel="t", ylabel="||U_t U_t^T - X*||_F", title=f"R = d = {sensing['d']}, U_0 = αW ({what})")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        written.append(name)
 
+    alphas = [k for k in runs if k.startswith("alpha=")]
     fig, axes = plt.subplots(1, len(alphas), figsize=(3.2 * len(alphas), 3.6), sharey=True, squeeze=False)
     for ax, key in zip(axes[0], alphas):
         ax.semilogy(runs[key]["top_singular_values"].numpy())
@@ -414,24 +451,40 @@ def describe_gradient_norms(rows: list[dict], depth: int) -> str:
            ": the gradient scale varies strongly with depth."))
 
 
+def summarize_grid(grid: dict) -> dict:
+    """Per run of one grid: its step, steps, final distance, effective rank and where it diverged (None: never)."""
+    return {k: {"lr": v["lr"], "steps": v["steps"], "final_distance": v["final_distance"],
+                "effective_rank": v["effective_rank"], "diverged_at_step": v["diverged_at_step"],
+                "seconds_per_step": v["seconds_per_step"]} for k, v in grid.items()}
+
+
+def rank_order_holds(per_alpha: dict) -> bool:
+    """The implicit-regularization ordering: effective rank never decreases as alpha grows (diverged runs fail)."""
+    items = sorted((v["alpha"], v["effective_rank"]) for v in per_alpha.values())
+    ranks = [rank for _, rank in items]
+    return None not in ranks and all(a <= b for a, b in zip(ranks, ranks[1:]))
+
+
 def answers(mnist: dict, sensing: dict, cfg: Config) -> dict:
     rows = mnist["rows"]
     depth = len(cfg.hidden_sizes) + 1
-    first, last = rows[0], rows[-1]
-    layer_final = [last[f"grad_norm_layer{j + 1}"] for j in range(depth)]
-    layer_first = [first[f"grad_norm_layer{j + 1}"] for j in range(depth)]
-    runs = sensing["runs"]
-    per_alpha = {k: {"final_distance": v["distances"][-1], "effective_rank": v["effective_rank"],
-                     "seconds_per_step": v["seconds_per_step"]} for k, v in runs.items() if k.startswith("alpha=")}
-    small = [k for k, v in per_alpha.items() if v["effective_rank"] == sensing["r"]]
+    last = rows[-1]
+    norms = [[row[f"grad_norm_layer{j + 1}"] for j in range(depth)] for row in rows]  # (epochs, depth)
+    documented = {k: v for k, v in sensing["documented"].items() if k.startswith("alpha=")}
+    seed_grid = {k: v for k, v in sensing["seed_grid"].items() if k.startswith("alpha=")}
+    small = [k for k, v in documented.items() if v["effective_rank"] == sensing["r"]]
+    seed_summary = summarize_grid(sensing["seed_grid"])
+    describe = "; ".join(f"{k}: lr {v['lr']:.3g}, distance {v['final_distance']:.3g}, rank {v['effective_rank']}"
+                         for k, v in seed_summary.items() if k.startswith("alpha="))
     return {
         "data_source": mnist["source"],
         "train_mean_std": [mnist["train_mean"], mnist["train_std"]],
         "part1": {
+            "n_train": mnist["n_train"], "n_test": mnist["n_test"],
             "final_train_loss": last["train_loss"], "final_test_loss": last["test_loss"],
-            "final_test_acc": last["test_acc"],
-            "grad_norms_first_epoch": layer_first, "grad_norms_last_epoch": layer_final,
-            "largest_gradient_layer_last_epoch": 1 + max(range(depth), key=lambda j: layer_final[j]),
+            "final_test_acc": last["test_acc"], "grad_norms_per_epoch": norms,
+            "grad_norms_first_epoch": norms[0], "grad_norms_last_epoch": norms[-1],
+            "largest_gradient_layer_last_epoch": 1 + max(range(depth), key=lambda j: norms[-1][j]),
             "findings": describe_gradient_norms(rows, depth),
         },
         "part2": {
@@ -440,10 +493,20 @@ def answers(mnist: dict, sensing: dict, cfg: Config) -> dict:
             "u_star_scale": "U* entries N(0, 1)/sqrt(d)",
             "x_star_spectral_norm": sensing["x_star_norm2"], "x_star_frobenius_norm": sensing["x_star_fro"],
             "steps": cfg.steps,
-            "rank_r_final_distance": runs["R=r"]["distances"][-1],
-            "rank_r_seconds_per_step": runs["R=r"]["seconds_per_step"],
-            "overparametrized": per_alpha,
+            "rank_r_final_distance": sensing["documented"]["R=r"]["final_distance"],
+            "rank_r_seconds_per_step": sensing["documented"]["R=r"]["seconds_per_step"],
+            "overparametrized": summarize_grid(documented),
             "effective_rank_definition": f"number of singular values of U_T >= {cfg.rank_threshold:g} x the largest",
+            "rank_grows_with_alpha": rank_order_holds(documented),
+            "seed_grid": {
+                "alphas": list(cfg.seed_alphas), "steps": cfg.seed_steps, "rank_r_steps": cfg.seed_rank_r_steps,
+                "lr_rule": f"lr = {cfg.lr_scale} / max(||X*||_2, ||U_0||_2^2): the documented step, shrunk where the "
+                           "start is steeper than X* (at the documented step alpha = 1, with ||U_0||_2^2 ~ 4d, diverges)",
+                "runs": seed_summary, "rank_grows_with_alpha": rank_order_holds(seed_grid),
+                "answer": (f"The seed's grid at its step counts ({cfg.seed_steps} per alpha, {cfg.seed_rank_r_steps} for "
+                           f"R = r): {describe}. Alpha = 1 starts with U_0 U_0^T far larger than X*, needs a much smaller "
+                           "step and ends far from X* at full rank: it is outside the small-initialization regime."),
+            },
             "implicit_regularization": (
                 "Hypothesis: with R = d the loss has many global minima (m < d^2), yet gradient descent from a small "
                 "initialization converges to (nearly) the minimum nuclear-norm / low-rank solution, here X*. "
@@ -454,39 +517,70 @@ def answers(mnist: dict, sensing: dict, cfg: Config) -> dict:
     }
 
 
-def main(args) -> dict:
-    cfg = config_from_args(args)
+def _log10(value) -> float:
+    return math.log10(value) if value is not None and math.isfinite(value) and value > 0 else float("nan")
+
+
+def band_metrics(result: dict) -> dict[str, float]:
+    """MNIST: final loss and accuracy, each layer's mean gradient norm at epochs 1-5, 40 and the last; sensing
+    (prefix "sensing.", data source SENSING_SOURCE): log10 distance and effective rank of every run of both grids."""
+    p1, p2 = result["part1"], result["part2"]
+    out = {"final_train_loss": p1["final_train_loss"], "final_test_acc": p1["final_test_acc"]}
+    norms = p1["grad_norms_per_epoch"]
+    for epoch, layer_norms in enumerate(norms, start=1):
+        if epoch <= 5 or epoch == 40:
+            out.update({f"grad_norm_layer{j + 1}.epoch{epoch}": v for j, v in enumerate(layer_norms)})
+    out.update({f"grad_norm_layer{j + 1}.last": v for j, v in enumerate(norms[-1])})
+    out["sensing.rank_r_log10_distance"] = _log10(p2["rank_r_final_distance"])
+    out["sensing.seed_grid.rank_r_log10_distance"] = _log10(p2["seed_grid"]["runs"]["R=r"]["final_distance"])
+    for grid, runs in (("documented", p2["overparametrized"]), ("seed_grid", p2["seed_grid"]["runs"])):
+        for label, run in runs.items():
+            if label.startswith("alpha="):
+                name = f"sensing.{grid}.alpha{float(label.split('=')[1]):g}"
+                out[f"{name}.log10_distance"] = _log10(run["final_distance"])
+                out[f"{name}.effective_rank"] = float("nan") if run["effective_rank"] is None else float(run["effective_rank"])
+    alphas = sorted(p2["overparametrized"], key=lambda k: float(k.split("=")[1]))
+    for name, label in (("small", alphas[0]), ("large", alphas[-1])):
+        rank = p2["overparametrized"][label]["effective_rank"]
+        out[f"sensing.{name}_alpha_effective_rank"] = float("nan") if rank is None else float(rank)
+    out["sensing.rank_grows_with_alpha"] = float(p2["rank_grows_with_alpha"])
+    return {k: float(v) for k, v in out.items() if math.isfinite(v)}  # diverged runs have no distance or rank
+
+
+SENSING_SOURCE = "gaussian-sensing"  # the data source of the "sensing." metrics: the synthetic Gaussian problem
+
+
+def main(args: argparse.Namespace) -> dict:
+    cfg = Config.from_args(args)
     repro.seed_everything(cfg.seed)
     device = core.select_device(cfg.device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    mnist = run_mnist(cfg, device)
-    sensing = run_sensing(cfg, device)
-
-    write_csv(out / "mnist_log.csv", mnist["rows"])
-    sensing_rows = [{"run": k, "t": t, "distance": dist} for k, v in sensing["runs"].items()
-                    for t, dist in enumerate(v["distances"])]
-    write_csv(out / "sensing_log.csv", sensing_rows)
-    sv_rows = [{"run": k, "t": t, **{f"sv{i + 1}": s for i, s in enumerate(svs.tolist())}}
-               for k, v in sensing["runs"].items() if "top_singular_values" in v
-               for t, svs in enumerate(v["top_singular_values"])]
-    write_csv(out / "singular_values.csv", sv_rows)
-    plots = make_plots(out, mnist, sensing, cfg)
+    with repro.deterministic(cfg.deterministic):
+        mnist = run_mnist(cfg, device)
+        sensing = run_sensing(cfg, device)
     result = answers(mnist, sensing, cfg)
+    result["exercise"] = "gradnorms"
+    result["metric_sources"] = {"sensing.": SENSING_SOURCE}  # metrics with this prefix are not measured on MNIST
     result["config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
     result["device"] = str(device)
     result["mnist_seconds"] = mnist["seconds"]
-    result["plots"] = plots
-    (out / "answers.json").write_text(json.dumps(result, indent=2) + "\n")
+    if cfg.out:
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(out / "mnist_log.csv", mnist["rows"])
+        write_csv(out / "sensing_log.csv", [{"grid": grid, "run": k, "t": t, "distance": dist}
+                                            for grid in ("documented", "seed_grid") for k, v in sensing[grid].items()
+                                            for t, dist in enumerate(v["distances"])])
+        write_csv(out / "singular_values.csv", [{"grid": grid, "run": k, "t": t, **{f"sv{i + 1}": s for i, s in enumerate(svs.tolist())}}
+                                                for grid in ("documented", "seed_grid") for k, v in sensing[grid].items()
+                                                if "top_singular_values" in v for t, svs in enumerate(v["top_singular_values"])])
+        result["plots"] = make_plots(out, mnist, sensing, cfg)
+        (out / "answers.json").write_text(json.dumps(result, indent=2) + "\n")
     p1, p2 = result["part1"], result["part2"]
     print(f"MNIST ({mnist['source']}): final train loss {p1['final_train_loss']:.4f}, test acc {p1['final_test_acc']:.4f}, "
           f"grad norms {[round(v, 4) for v in p1['grad_norms_last_epoch']]}")
-    print(f"sensing d={p2['d']} r={p2['r']} m={p2['m']}: R=r distance {p2['rank_r_final_distance']:.3e} "
-          f"({p2['rank_r_seconds_per_step'] * 1e3:.2f} ms/step); "
-          + "; ".join(f"{k}: dist {v['final_distance']:.2e}, rank {v['effective_rank']}, "
-                      f"{v['seconds_per_step'] * 1e3:.2f} ms/step" for k, v in p2["overparametrized"].items()))
-    print(f"wrote {', '.join(plots)}, mnist_log.csv, sensing_log.csv, singular_values.csv, answers.json to {out}")
+    print(f"sensing d={p2['d']} r={p2['r']} m={p2['m']}: R=r distance {p2['rank_r_final_distance']:.3e}; "
+          + "; ".join(f"{k}: dist {v['final_distance']:.2e}, rank {v['effective_rank']}" for k, v in p2["overparametrized"].items()))
+    print(f"the seed's grid: {p2['seed_grid']['answer']}")
     return result
 
 

@@ -6,10 +6,17 @@ Reference for the `hyperparams` exercise (labcheck issue #7). Source: Radboud Un
 
   contract (CONTRACTS.md): build_net, build_net_bn, NoisyDataset, count_parameters, fit
   fast path:               BatchAugment, fit_resident (the same loop on resident tensors)
-  experiment:              Config, get_args_parser, main  (`labcheck reproduce hyperparams [--quick]`)
+  experiment:              Config, QUICK, DRY_RUN, get_args_parser, main, band_metrics
+                           (`labcheck reproduce hyperparams [--quick] [--workers 2]`, `labcheck bands hyperparams`)
+
+Tasks: 2.3d (Adam lr 0.01, batch 16, 100 epochs), 2.5 optimizers and batch size, 2.6 batchnorm, 2.7 augmentation,
+2.8 width, 2.9a repeated baselines, 2.9b the chosen settings on an independent test set. The study's runs are
+independent: each seeds itself (run k: seed * 10_000 + k) and uses one torch thread, so `--workers N` spreads
+them over N processes without changing a number.
 
 Data: Fashion-MNIST train set, `random_split` into 1000 train / 500 validation images, pixels in [0, 1]
-(torchvision's ToTensor), flattened to 784 values, as in the seed (In [39]).
+(torchvision's ToTensor), flattened to 784 values, as in the seed (In [39]). 2.9b also scores every run's final
+network on Fashion-MNIST's own 10k test split, which no choice of the study ever looks at.
 
 Where we knowingly differ from the seed's course code (each is reported in answers.json):
   1. Epoch metrics are weighted by batch size. The seed's `fit` averages per-batch means, so the last
@@ -32,6 +39,7 @@ import argparse
 import collections
 import csv
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -330,13 +338,24 @@ def _train_loop(net, loaders, optimizer, epochs, device, keep_outputs=False, pro
 # ---------------------------------------------------------------------------------------------
 # The experiment
 
+EXPERIMENTS = ("optimizers", "batch_size", "batchnorm", "augmentation", "width", "variance", "intro")
+
 
 @dataclasses.dataclass
 class Config:
+    """The study's settings; every field is a flag of get_args_parser (split_seed is --split-seed)."""
     seed: int = 0  # run k of the study is seeded with seed * 10_000 + k (init, shuffling, augmentation)
+    deterministic: bool = False  # run every training run inside labcheck.repro.deterministic()
+    quick: bool = False  # apply QUICK: the CI budget
+    dry_run: bool = False  # apply DRY_RUN: one epoch of one run per experiment on 64 images (integration test)
+    out: str | None = None  # folder for plots (PNG), logs (CSV), tables (MD) and answers.json; None writes nothing
+    data_root: str | None = None  # extra folder searched first for the Fashion-MNIST IDX files
     split_seed: int = 12345  # random_split of the 60k train images (the seed notebook's torch.manual_seed)
     n_train: int = 1000  # training images (seed 2.3)
-    n_validation: int = 500  # validation images (seed 2.3)
+    n_validation: int = 500  # validation images (seed 2.3); the 10k test split is only reported (2.9b)
+    intro_epochs: int = 100  # 2.3d: epochs of the first training run (Adam, lr 0.01, batch 16)
+    intro_lr: float = 0.01  # 2.3d: Adam's learning rate
+    intro_batch_size: int = 16  # 2.3d: minibatch size
     epochs: int = 150  # epochs of every experiment but augmentation (seed 2.5-2.8)
     aug_epochs: int = 250  # epochs of the augmentation runs (seed 2.7)
     batch_size: int = 32  # minibatch size unless varied (seed 2.5)
@@ -346,21 +365,28 @@ class Config:
     noise_sigmas: tuple = (0.0, 0.01, 0.1, 0.2)  # pixel-noise std of the augmentation grid (seed 2.7)
     widths: tuple = (16, 32, 64, 128, 256, 512)  # first hidden layer; the second has width // 2 (seed 2.8)
     repeats: int = 5  # extra baseline runs for the run-to-run spread (seed 2.9a)
-    experiments: tuple = ("optimizers", "batch_size", "batchnorm", "augmentation", "width", "variance")
+    experiments: tuple = EXPERIMENTS  # which of the study's experiments to run
     fused_adam: bool = True  # torch's fused Adam kernel (same update, ~1.6x faster on CPU here)
-    threads: int = 1  # torch.set_num_threads, so timings are comparable (1 = the budget measurement)
+    workers: int = 1  # processes for the study's independent runs, one torch thread each (2 = both cores here)
     device: str = "auto"  # auto, cpu or cuda
-    data_root: str | None = None  # extra folder with the Fashion-MNIST IDX files
-    out: str = "runs/hyperparams"  # plots, CSV, tables and answers.json go here
-    quick: bool = False  # CI budget: fewer epochs and runs (see QUICK)
-    dry_run: bool = False  # one epoch of one run per experiment on 64 images: an integration test
-    progress: bool = True  # tqdm progress bars
-    bands_seeds: tuple = ()  # if set: run the study once per seed and write its bands to reference/bands
+    progress: bool = True  # tqdm progress bar over the runs
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Config":
+        """The flags as a Config, then QUICK (--quick) and DRY_RUN (--dry-run) applied over them."""
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        if cfg.quick:
+            cfg = dataclasses.replace(cfg, **QUICK)
+        if cfg.dry_run:
+            cfg = dataclasses.replace(cfg, **DRY_RUN)
+        return cfg
 
 
-# --quick replaces these fields (whatever the flags say): 8% of the epochs, fewer runs (~15k updates, ~1/19 of the full study).
-QUICK = dict(epochs=12, aug_epochs=16, noise_sigmas=(0.0, 0.2), widths=(16, 128, 512), repeats=3)
-DRY_RUN = dict(n_train=64, n_validation=32, epochs=1, aug_epochs=1, lrs=(0.01,), batch_sizes=(32,),
+# --quick replaces these fields: 8% of the epochs and fewer runs (~16k updates, ~1/18 of the full study,
+# about 50 s on one thread here).
+QUICK = dict(intro_epochs=8, epochs=12, aug_epochs=16, noise_sigmas=(0.0, 0.2), widths=(16, 128, 512), repeats=3)
+DRY_RUN = dict(n_train=64, n_validation=32, intro_epochs=1, epochs=1, aug_epochs=1, lrs=(0.01,), batch_sizes=(32,),
                noise_sigmas=(0.1,), widths=(16,), repeats=1)
 
 # The seed notebook's final-epoch numbers (student's run, unweighted per-batch averages, last epoch).
@@ -385,12 +411,14 @@ SEED_NUMBERS = {
     "width=128": (0.965820, 0.806641), "width=256": (0.989258, 0.803516), "width=512": (1.000000, 0.811328),
 }
 SEED_BATCH_TIMES = {4: 47.780367, 16: 17.378596, 32: 11.645910, 64: 9.268409, 128: 7.942600}  # s, student's Mac
+SEED_INTRO_FINAL = {"train loss": 0.07313032888082995, "train accuracy": 0.9692460317460317}  # 2.3d, epoch 99
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
     experiment: str  # which figure/table it belongs to
     label: str  # the seed's row name
+    key: str  # the run's name in band_metrics ("adam_lr0.1", "aug_noise0.2_shift_flip", ...)
     optimizer: str = "adam"  # adam or sgd
     lr: float = 0.0001
     batch_size: int = 32
@@ -402,34 +430,49 @@ class Run:
     epochs: int = 150
     keep_outputs: bool = False  # store every epoch's logits (the 2.5f histograms)
 
+    @property
+    def updates(self) -> int:
+        return self.epochs * -(-1000 // self.batch_size)  # cost estimate: updates at the seed's 1000 images
+
 
 def aug_label(sigma: float, shift: bool, flip: bool) -> str:
     return f"noise={sigma:g}" + (", shift" if shift else "") + (", flip horizontal" if flip else "")
 
 
+def aug_key(sigma: float, shift: bool, flip: bool) -> str:
+    return f"aug_noise{sigma:g}" + ("_shift" if shift else "") + ("_flip" if flip else "")
+
+
 def plan(cfg: Config) -> list[Run]:
-    """Every run of the study, in the seed's order."""
+    """Every run of the study, in the seed's order (2.3d last, so the other runs keep their seeds)."""
     base = dict(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs)
     runs = []
     if "optimizers" in cfg.experiments:
         for lr in cfg.lrs:
             for opt in ("sgd", "adam"):
-                runs.append(Run("optimizers", f"{'SGD' if opt == 'sgd' else 'Adam'} lr={lr:g}", opt, lr,
-                                cfg.batch_size, epochs=cfg.epochs, keep_outputs=(opt == "adam" and lr == 0.001)))
+                name = "SGD" if opt == "sgd" else "Adam"
+                runs.append(Run("optimizers", f"{name} lr={lr:g}", f"{opt}_lr{lr:g}", opt, lr, cfg.batch_size,
+                                epochs=cfg.epochs, keep_outputs=(opt == "adam" and lr == 0.001)))
     if "batch_size" in cfg.experiments:
-        runs += [Run("batch_size", f"batch_size={b}", **{**base, "batch_size": b}) for b in cfg.batch_sizes]
+        runs += [Run("batch_size", f"batch_size={b}", f"batch_size{b}", **{**base, "batch_size": b})
+                 for b in cfg.batch_sizes]
     if "batchnorm" in cfg.experiments:
-        runs += [Run("batchnorm", "without batchnorm", **base), Run("batchnorm", "with batchnorm", batchnorm=True, **base)]
+        runs += [Run("batchnorm", "without batchnorm", "no_batchnorm", **base),
+                 Run("batchnorm", "with batchnorm", "batchnorm", batchnorm=True, **base)]
     if "augmentation" in cfg.experiments:
         for sigma in cfg.noise_sigmas:
             for shift in (False, True):
                 for flip in (False, True):
-                    runs.append(Run("augmentation", aug_label(sigma, shift, flip), noise_sigma=sigma, flip=flip,
-                                    shift=shift, **{**base, "epochs": cfg.aug_epochs}))
+                    runs.append(Run("augmentation", aug_label(sigma, shift, flip), aug_key(sigma, shift, flip),
+                                    noise_sigma=sigma, flip=flip, shift=shift, **{**base, "epochs": cfg.aug_epochs}))
     if "width" in cfg.experiments:
-        runs += [Run("width", f"width={w}", width=w, **base) for w in cfg.widths]
+        runs += [Run("width", f"width={w}", f"width{w}", width=w, **base) for w in cfg.widths]
     if "variance" in cfg.experiments:
-        runs += [Run("variance", f"baseline repeat {k}", **base) for k in range(cfg.repeats)]
+        runs += [Run("variance", f"baseline repeat {k}", f"baseline_repeat{k}", **base) for k in range(cfg.repeats)]
+    if "intro" in cfg.experiments:
+        runs.append(Run("intro", f"Adam lr={cfg.intro_lr:g}, batch_size={cfg.intro_batch_size}",
+                        f"intro_adam_lr{cfg.intro_lr:g}_batch{cfg.intro_batch_size}", "adam", cfg.intro_lr,
+                        cfg.intro_batch_size, epochs=cfg.intro_epochs))
     return runs
 
 
@@ -440,12 +483,18 @@ def make_optimizer(run: Run, net: nn.Module, cfg: Config, device: torch.device):
     return torch.optim.Adam(net.parameters(), lr=run.lr, fused=fused or None)
 
 
-def load_split(cfg: Config, device: torch.device):
-    """(x_train, y_train), (x_val, y_val), data source: the seed's random_split, pixels / 255."""
-    ds = data.load(data.FASHION, cfg.data_root)
-    train, val = data.random_split(ds.train, [cfg.n_train, cfg.n_validation], seed=cfg.split_seed)
+@functools.lru_cache(maxsize=2)
+def load_splits(data_root: str | None, split_seed: int, n_train: int, n_validation: int, device: str):
+    """(x, y) of train, validation and test, and the data source: the seed's random_split of the 60k train
+    images (pixels / 255), and Fashion-MNIST's own 10k test split (2.9b). Cached once per process."""
+    ds = data.load(data.FASHION, data_root)
+    train, val = data.random_split(ds.train, [n_train, n_validation], seed=split_seed)
     to_xy = lambda s: ((s.flat_float() / 255.0).to(device), s.labels.to(device))  # (N, 784) in [0, 1], (N,)
-    return to_xy(train), to_xy(val), ds.source
+    return to_xy(train), to_xy(val), to_xy(ds.test), ds.source
+
+
+def load_split(cfg: Config, device: torch.device):
+    return load_splits(cfg.data_root, cfg.split_seed, cfg.n_train, cfg.n_validation, str(device))
 
 
 @torch.no_grad()
@@ -461,7 +510,8 @@ def dead_units(net: nn.Module, x: torch.Tensor) -> float:
     return dead / max(total, 1)
 
 
-def run_one(run: Run, run_seed: int, train, val, cfg: Config, device: torch.device) -> dict:
+def run_one(run: Run, run_seed: int, train, val, test, cfg: Config, device: torch.device) -> dict:
+    """Train one run from its own seed; the final network is also scored on the test split (2.9b only)."""
     repro.seed_everything(run_seed)
     net = (build_net_bn if run.batchnorm else build_net)(run.width).to(device)
     optimizer = make_optimizer(run, net, cfg, device)
@@ -471,7 +521,71 @@ def run_one(run: Run, run_seed: int, train, val, cfg: Config, device: torch.devi
                            progress=False)
     history["dead units"] = dead_units(net, val[0])
     history["parameters"] = count_parameters(net)
+    net.eval()
+    history["test loss"], history["test accuracy"] = core.evaluate_logits(net, *test)
     return history
+
+
+def study_task(run: dict, run_seed: int, cfg: dict) -> dict:
+    """One run of the study, in whichever process executes it: it seeds itself and uses one torch thread,
+    so its numbers do not depend on how many processes share the study."""
+    config = Config(**cfg)
+    device = core.select_device(config.device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with repro.deterministic(config.deterministic):
+            return run_one(Run(**run), run_seed, *load_split(config, device)[:3], config, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+RUN_TARGET = "labcheck.study:call_reference"  # runner target that calls a function of reference/<id>.py by path
+
+
+def run_tasks(tasks: list[dict], workers: int, progress: bool = False) -> list[dict]:
+    """[study_task(**kwargs) for kwargs in tasks], in that order.
+
+    workers == 1 runs them here, one after the other; otherwise labcheck.runner spreads them over `workers`
+    spawned processes of one thread each, longest run first (the pool takes them in the order given).
+    """
+    if workers <= 1:
+        return [study_task(**t) for t in tqdm(tasks, desc="hyperparams runs", disable=not progress)]
+    from labcheck import runner
+
+    order = sorted(range(len(tasks)), key=lambda i: -Run(**tasks[i]["run"]).updates)
+    try:
+        runner.resolve(RUN_TARGET)
+    except (ImportError, AttributeError):
+        values = _forked_pool([tasks[i] for i in order], workers)  # until labcheck.study provides the target
+    else:
+        calls = [{"exercise": "hyperparams", "function": "study_task", "kwargs": tasks[i]} for i in order]
+        values = runner.run_all(RUN_TARGET, calls, executor=f"local:{workers}", runs_per_process=8)
+    results: list[dict] = [None] * len(tasks)
+    for i, value in zip(order, values):
+        results[i] = value
+    return results
+
+
+def _forked_pool(tasks: list[dict], workers: int) -> list[dict]:
+    """study_task over a pool of forked processes (they inherit this by-path module), results in order."""
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return list(pool.map(_study_task_kwargs, tasks))
+
+
+def _study_task_kwargs(kwargs: dict) -> dict:
+    return study_task(**kwargs)
+
+
+def study_tasks(cfg: Config, runs: list[Run]) -> list[dict]:
+    """The study as independent tasks of plain data: run k is seeded with cfg.seed * 10_000 + k."""
+    config = dataclasses.asdict(cfg)
+    return [{"run": dataclasses.asdict(run), "run_seed": cfg.seed * 10_000 + k, "cfg": config}
+            for k, run in enumerate(runs)]
 
 
 # -- summaries -------------------------------------------------------------------------------------
@@ -486,6 +600,7 @@ def final_row(run: Run, h: dict) -> dict:
     row.update({key: h[key][-1] for key in SCALARS})
     row["best validation accuracy"] = max(h["validation accuracy"])
     row["epoch of min validation loss"] = int(np.argmin(h["validation loss"]))
+    row["test accuracy"] = h["test accuracy"]
     row["dead units"] = h["dead units"]
     row["parameters"] = h["parameters"]
     return row
@@ -496,12 +611,77 @@ def first_epoch_reaching(values: list[float], level: float) -> int | None:
     return hits[0] if hits else None
 
 
-def answers(cfg: Config, runs: list[Run], hist: dict, source: str, timing: dict) -> dict:
+def ranks(values: list[float]) -> np.ndarray:
+    """Ranks 0..n-1 with ties given their mean rank (for Spearman's rho)."""
+    v = np.asarray(values, dtype=float)
+    order = np.argsort(v, kind="stable")
+    r = np.empty(len(v))
+    r[order] = np.arange(len(v))
+    for value in np.unique(v):
+        r[v == value] = r[v == value].mean()
+    return r
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = ranks(a), ranks(b)
+    if len(a) < 3 or ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def intro_answer(h: dict) -> dict:
+    """2.3d-e: Adam lr 0.01, batch 16: does the loss go down, has the training converged?"""
+    loss = h["train loss unweighted"]
+    n = len(loss)
+    late = loss[n // 2:]
+    rises = sum(b > a for a, b in zip(loss, loss[1:]))
+    return {
+        "final train loss (seed's average)": loss[-1], "final train accuracy (seed's average)": h["train accuracy unweighted"][-1],
+        "final train accuracy": h["train accuracy"][-1], "final validation accuracy": h["validation accuracy"][-1],
+        "first epoch with train accuracy >= 0.95": first_epoch_reaching(h["train accuracy"], 0.95),
+        "epochs whose train loss rose": rises, "train loss range over the second half": [min(late), max(late)],
+        "seed's final epoch": SEED_INTRO_FINAL,
+        "answer": (f"The training loss goes {'down' if loss[-1] < loss[0] else 'up'} ({loss[0]:.3f} -> {loss[-1]:.3f}), "
+                   f"rising in {rises} of {n - 1} epochs; over the second half it moves within [{min(late):.3f}, "
+                   f"{max(late):.3f}]" + (": it has converged to a plateau, with the spikes of Adam's large steps at lr "
+                   "0.01." if max(late) - min(late) < 0.5 * (loss[0] - min(late)) else ": it has not converged yet.")),
+    }
+
+
+def independent_test_answer(runs: list[Run], hist: list[dict]) -> dict:
+    """2.9b: is the run that is best on the 500 validation images also best on the independent 10k test split?"""
+    val = [h["validation accuracy"][-1] for h in hist]
+    test = [h["test accuracy"] for h in hist]
+    chosen, best = int(np.argmax(val)), int(np.argmax(test))
+    top_test = sorted(test, reverse=True)
+    rank_of_chosen = 1 + top_test.index(test[chosen])
+    rho = spearman(val, test)
+    return {
+        "runs": {r.label: {"validation accuracy": v, "test accuracy": t} for r, v, t in zip(runs, val, test)},
+        "selected on validation": runs[chosen].label, "its validation accuracy": val[chosen],
+        "its test accuracy": test[chosen], "its test rank": rank_of_chosen, "best on test": runs[best].label,
+        "best test accuracy": test[best], "spearman(validation, test) over runs": rho,
+        "mean validation - test accuracy": float(np.mean(np.subtract(val, test))),
+        "answer": (f"The run chosen on validation ({runs[chosen].label}, {val[chosen]:.3f}) scores {test[chosen]:.3f} on "
+                   f"the independent test split ({val[chosen] - test[chosen]:+.3f} from validation to test; the "
+                   f"maximum of {len(runs)} noisy estimates on 500 images is biased upwards) and ranks "
+                   f"{rank_of_chosen} of {len(runs)} there; the best on test is {runs[best].label} ({test[best]:.3f}). "
+                   f"Validation and test rankings agree with Spearman rho {rho:.2f}: "
+                   + ("the validation-optimal settings are also optimal on test." if chosen == best else
+                      "the ordering carries over, but the validation-optimal settings are not the best on test.")),
+    }
+
+
+def answers(cfg: Config, runs: list[Run], hist: list[dict], source: str, timing: dict) -> dict:
     """The exercise's questions, answered from our numbers (keys follow the seed's numbering)."""
     by = {r.label: (r, h) for r, h in zip(runs, hist)}
     ans: dict = {"data": {"source": source, "n_train": cfg.n_train, "n_validation": cfg.n_validation,
-                          "split_seed": cfg.split_seed}, "timing": timing}
+                          "n_test": "Fashion-MNIST test split (10k), used only in 2.9b", "split_seed": cfg.split_seed},
+                 "timing": timing}
     level = 0.75
+    intro = [h for r, h in zip(runs, hist) if r.experiment == "intro"]
+    if intro:
+        ans["2.3d-e Adam lr=0.01, batch 16"] = intro_answer(intro[0])
     if "optimizers" in cfg.experiments:
         rows = {}
         for r, h in ((r, h) for r, h in zip(runs, hist) if r.experiment == "optimizers"):
@@ -565,24 +745,31 @@ def answers(cfg: Config, runs: list[Run], hist: dict, source: str, timing: dict)
             for r, h in zip(runs, hist) if r.experiment == "width"}
     n128 = count_parameters(build_net(128))
     ans["2.8e parameters of width 128"] = {"count": n128, "per training sample": n128 / cfg.n_train}
-    base = [(r.label, h["validation accuracy"][-1], h["train accuracy"][-1]) for r, h in zip(runs, hist)
-            if r.optimizer == "adam" and r.lr == cfg.lr and r.batch_size == cfg.batch_size and r.width == 128
-            and not r.batchnorm and not (r.noise_sigma or r.flip or r.shift) and r.epochs == cfg.epochs]
+    base = baselines(cfg, runs, hist)
     if len(base) > 1:
-        vals = [v for _, v, _ in base]
+        vals = [h["validation accuracy"][-1] for _, h in base]
         ans["2.9a repeated baselines"] = {
-            "runs": {label: {"validation accuracy": v, "train accuracy": t} for label, v, t in base},
+            "runs": {r.label: {"validation accuracy": h["validation accuracy"][-1], "train accuracy": h["train accuracy"][-1]}
+                     for r, h in base},
             "validation accuracy mean": float(np.mean(vals)), "validation accuracy sd": float(np.std(vals, ddof=1)),
             "validation accuracy range": [min(vals), max(vals)],
             "seed's baselines (val acc)": [SEED_NUMBERS[k][1] for k in ("Adam lr=0.0001", "batch_size=32", "without batchnorm", "width=128")],
             "conclusion": "identical settings differ by this spread, so differences between settings smaller than "
                           "~2 sd of one run are noise: average several seeds (or use cross-validation) before picking"}
+    ans["2.9b independent test set"] = independent_test_answer(runs, hist)
     gaps = [max(abs(a - b) for a, b in zip(h["train accuracy"], h["train accuracy unweighted"])) for h in hist]
     lgaps = [max(abs(a - b) for a, b in zip(h["train loss"], h["train loss unweighted"])) for h in hist]
     ans["metric averaging: weighted vs the seed's unweighted"] = {
         "max |difference| in train accuracy": max(gaps), "max |difference| in train loss": max(lgaps),
         "note": "1000 = 31*32 + 8: with batch 32 the last batch of 8 counts 4x too much in the seed's average"}
     return ans
+
+
+def baselines(cfg: Config, runs: list[Run], hist: list[dict]) -> list[tuple[Run, dict]]:
+    """Every run with the baseline's settings (Adam cfg.lr, batch cfg.batch_size, width 128, nothing else)."""
+    return [(r, h) for r, h in zip(runs, hist)
+            if r.optimizer == "adam" and r.lr == cfg.lr and r.batch_size == cfg.batch_size and r.width == 128
+            and not r.batchnorm and not (r.noise_sigma or r.flip or r.shift) and r.epochs == cfg.epochs]
 
 
 def _reach(h: dict, level: float):
@@ -687,12 +874,29 @@ def plot_samples(path: Path, x: torch.Tensor, y: torch.Tensor):
     plt.close(fig)
 
 
-def write_outputs(out: Path, cfg: Config, runs: list[Run], hist: list[dict], train, source, timing) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    by_exp = collections.defaultdict(list)
-    for r, h in zip(runs, hist):
-        by_exp[r.experiment].append((r.label, h))
-    # per-epoch log of every run
+
+def plot_test_vs_validation(path: Path, runs: list[Run], hist: list[dict]):
+    """2.9b: final validation accuracy (500 images, used for selection) against test accuracy (10k, never used)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for experiment in dict.fromkeys(r.experiment for r in runs):
+        pts = [(h["validation accuracy"][-1], h["test accuracy"]) for r, h in zip(runs, hist) if r.experiment == experiment]
+        ax.scatter(*zip(*pts), label=experiment, s=18)
+    lo = min(min(h["validation accuracy"][-1], h["test accuracy"]) for h in hist)
+    ax.plot([lo, 1], [lo, 1], color="gray", lw=0.8, label="test = validation")
+    ax.set(xlabel="final validation accuracy (500 images)", ylabel="test accuracy (Fashion-MNIST test split, 10k)",
+           title="2.9b: validation vs an independent test set")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_tables(out: Path, runs: list[Run], hist: list[dict]) -> None:
+    """history.csv (every epoch of every run), results.csv/.md (final epochs), comparison.md/.csv (vs the seed)."""
     with open(out / "history.csv", "w", newline="") as f:
         keys = sorted({k for h in hist for k, v in h.items() if isinstance(v, list) and v and np.isscalar(v[0])})
         writer = csv.writer(f)
@@ -705,9 +909,11 @@ def write_outputs(out: Path, cfg: Config, runs: list[Run], hist: list[dict], tra
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| experiment | run | train acc | val acc | train loss | val loss | time (s) | steps |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| experiment | run | train acc | val acc | test acc | train loss | val loss | time (s) | steps |",
+             "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['experiment']} | {r['label']} | {r['train accuracy']:.3f} | {r['validation accuracy']:.3f} | "
-              f"{r['train loss']:.3f} | {r['validation loss']:.3f} | {r['time']:.1f} | {r['train steps']} |" for r in rows]
+              f"{r['test accuracy']:.3f} | {r['train loss']:.3f} | {r['validation loss']:.3f} | {r['time']:.1f} | "
+              f"{r['train steps']} |" for r in rows]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     # side by side with the seed (its numbers are unweighted per-batch averages: compare both of ours)
     comp = ["| run | seed train | seed val | ours train | ours train (seed avg) | ours val | val diff |", "|---|---|---|---|---|---|---|"]
@@ -715,10 +921,10 @@ def write_outputs(out: Path, cfg: Config, runs: list[Run], hist: list[dict], tra
     for r, h in zip(runs, hist):
         if r.label in SEED_NUMBERS:
             st, sv = SEED_NUMBERS[r.label]
-            comp_rows.append({"run": r.label, "seed train": st, "seed val": sv, "ours train": h["train accuracy"][-1],
-                              "ours train unweighted": h["train accuracy unweighted"][-1],
-                              "ours val": h["validation accuracy"][-1], "val diff": h["validation accuracy"][-1] - sv})
-            c = comp_rows[-1]
+            c = {"run": r.label, "seed train": st, "seed val": sv, "ours train": h["train accuracy"][-1],
+                 "ours train unweighted": h["train accuracy unweighted"][-1], "ours val": h["validation accuracy"][-1],
+                 "val diff": h["validation accuracy"][-1] - sv}
+            comp_rows.append(c)
             comp.append(f"| {r.label} | {st:.3f} | {sv:.3f} | {c['ours train']:.3f} | {c['ours train unweighted']:.3f} | "
                         f"{c['ours val']:.3f} | {c['val diff']:+.3f} |")
     (out / "comparison.md").write_text("\n".join(comp) + "\n")
@@ -727,8 +933,16 @@ def write_outputs(out: Path, cfg: Config, runs: list[Run], hist: list[dict], tra
             writer = csv.DictWriter(f, fieldnames=list(comp_rows[0]))
             writer.writeheader()
             writer.writerows(comp_rows)
-    # plots
+
+
+def write_plots(out: Path, runs: list[Run], hist: list[dict], train) -> None:
+    by_exp = collections.defaultdict(list)
+    for r, h in zip(runs, hist):
+        by_exp[r.experiment].append((r.label, h))
     plot_samples(out / "samples.png", train[0], train[1])
+    for label, h in by_exp["intro"]:
+        plot_grid(out / "intro_adam_lr0.01_batch16.png", [(f"2.3d {label}", h)],
+                  [("epochs", ("train loss unweighted", "train loss")), ("epochs", ("train accuracy unweighted", "train accuracy"))], cols=1)
     if by_exp["optimizers"]:
         plot_grid(out / "optimizers.png", by_exp["optimizers"], [LOSS, ACC], cols=2)
         keep = dict(by_exp["optimizers"]).get("Adam lr=0.001")
@@ -745,105 +959,85 @@ def write_outputs(out: Path, cfg: Config, runs: list[Run], hist: list[dict], tra
         plot_grid(out / "augmentation.png", by_exp["augmentation"], [LOSS, ACC], cols=2)
     if by_exp["width"]:
         plot_grid(out / "width.png", by_exp["width"], [LOSS, ACC], cols=1)
-    baselines = [(r.label, h) for r, h in zip(runs, hist) if r.experiment == "variance"]
-    if baselines:
-        plot_grid(out / "variance.png", baselines, [LOSS, ACC], cols=2)
-    result = answers(cfg, runs, hist, source, timing)
-    (out / "answers.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    return result
-
-
-# Metrics kept as bands: (run label, history key), final epoch. "baseline.val_acc" is the mean over the
-# repeated baselines; the seed's 2.9a spread (sd of those repeats) sets the full-budget margin.
-BAND_METRICS = {
-    "adam_lr0.01.val_acc": ("Adam lr=0.01", "validation accuracy"),
-    "adam_lr0.1.val_acc": ("Adam lr=0.1", "validation accuracy"),
-    "sgd_lr0.1.train_acc": ("SGD lr=0.1", "train accuracy"),
-    "sgd_lr0.0001.val_acc": ("SGD lr=0.0001", "validation accuracy"),
-    "batch_size4.val_acc": ("batch_size=4", "validation accuracy"),
-    "batchnorm.train_acc": ("with batchnorm", "train accuracy"),
-    "no_batchnorm.train_acc": ("without batchnorm", "train accuracy"),
-    "aug_all.train_acc": ("noise=0.2, shift, flip horizontal", "train accuracy"),
-    "width16.val_acc": ("width=16", "validation accuracy"),
-    "width512.train_acc": ("width=512", "train accuracy"),
-}
+    if by_exp["variance"]:
+        plot_grid(out / "variance.png", by_exp["variance"], [LOSS, ACC], cols=2)
+    plot_test_vs_validation(out / "test_vs_validation.png", runs, hist)
 
 
 def band_metrics(result: dict) -> dict[str, float]:
-    """The banded numbers of one study (main's return value)."""
-    by = {r.label: h for r, h in zip(result["runs"], result["histories"])}
-    out = {name: by[label][key][-1] for name, (label, key) in BAND_METRICS.items() if label in by}
-    base = result["answers"].get("2.9a repeated baselines")
+    """Per run (key from plan): final train accuracy (ours, and the seed's unweighted average the seed printed),
+    validation and test accuracy; plus the summaries of 2.9a (baselines) and 2.9b (independent test set)."""
+    out = {}
+    for run, h in zip(result["runs"], result["histories"]):
+        key = run["key"]
+        out[f"{key}.train_acc"] = h["train accuracy"][-1]
+        out[f"{key}.train_acc_unweighted"] = h["train accuracy unweighted"][-1]
+        out[f"{key}.train_loss_unweighted"] = h["train loss unweighted"][-1]
+        out[f"{key}.val_acc"] = h["validation accuracy"][-1]
+        out[f"{key}.test_acc"] = h["test accuracy"]
+    ans = result["answers"]
+    base = ans.get("2.9a repeated baselines")
     if base:
         out["baseline.val_acc"] = base["validation accuracy mean"]
         out["baseline.val_acc_sd"] = base["validation accuracy sd"]
-    return out
+    held = ans["2.9b independent test set"]
+    out["selected.val_acc"] = held["its validation accuracy"]
+    out["selected.test_acc"] = held["its test accuracy"]
+    out["selected.val_minus_test"] = held["its validation accuracy"] - held["its test accuracy"]
+    out["val_test_spearman"] = held["spearman(validation, test) over runs"]
+    return {k: float(v) for k, v in out.items() if math.isfinite(v)}  # a metric a run cannot define is left out
 
 
-def write_study_bands(cfg: Config, args: argparse.Namespace) -> dict:
-    """Run the study for every seed of cfg.bands_seeds and store its metrics as bands ('quick.' / 'full.')."""
-    from labcheck import bands
-
-    budget = "quick" if cfg.quick else "full"
-    measured, spread = collections.defaultdict(list), []
-    source = None
-    for seed in cfg.bands_seeds:
-        one = argparse.Namespace(**{**vars(args), "seed": seed, "bands_seeds": (), "out": f"{cfg.out}/seed{seed}"})
-        result = main(one)
-        source = result["source"]
-        for key, value in band_metrics(result).items():
-            (spread if key == "baseline.val_acc_sd" else measured[f"{budget}.{key}"]).append(value)
-    # margin: 3 sd across seeds (band_from_measurements), at least 3 sd of the repeated baselines (2.9a);
-    # 0.05 when no repeats ran (the seed notebook's four baselines span 0.803-0.817 in validation accuracy)
-    run_sd = max(spread) if spread else 0.0
-    floor = 0.02 if spread else 0.05
-    margins = {key: {"abs_margin": max(3 * run_sd, floor), "lo_clip": 0.0, "hi_clip": 1.0} for key in measured}
-    command = f"labcheck reproduce hyperparams{' --quick' if cfg.quick else ''} --bands-seeds {' '.join(map(str, cfg.bands_seeds))}"
-    prov = bands.provenance(list(cfg.bands_seeds), str(core.select_device(cfg.device)), command,
-                            threads=cfg.threads, baseline_run_sd=spread)
-    path = bands.write_bands("hyperparams", source, dict(measured), prov, margins)
-    print(f"bands for {len(measured)} metrics from seeds {list(cfg.bands_seeds)} written to {path}")
-    return dict(measured)
+def jsonable(history: dict) -> dict:
+    """A history without its per-epoch logit arrays (kept only for the 2.5f plot)."""
+    return {k: v for k, v in history.items() if not k.endswith(" outputs")}
 
 
 def main(args: argparse.Namespace) -> dict:
-    cfg = Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
-    cfg = dataclasses.replace(cfg, experiments=tuple(cfg.experiments), lrs=tuple(cfg.lrs), batch_sizes=tuple(cfg.batch_sizes),
-                              noise_sigmas=tuple(cfg.noise_sigmas), widths=tuple(cfg.widths))
-    if cfg.bands_seeds:
-        return write_study_bands(cfg, args)
-    if cfg.quick:
-        cfg = dataclasses.replace(cfg, **QUICK)
-    if cfg.dry_run:
-        cfg = dataclasses.replace(cfg, **DRY_RUN)
-    torch.set_num_threads(cfg.threads)
+    cfg = Config.from_args(args)
+    repro.seed_everything(cfg.seed)
     device = core.select_device(cfg.device)
-    train, val, source = load_split(cfg, device)
+    train, _, _, source = load_split(cfg, device)
     runs = plan(cfg)
-    histories, per_experiment = [], collections.Counter()
     start = time.perf_counter()
-    for k, run in enumerate(tqdm(runs, desc="hyperparams runs", disable=not cfg.progress)):
-        t0 = time.perf_counter()
-        histories.append(run_one(run, cfg.seed * 10_000 + k, train, val, cfg, device))
-        per_experiment[run.experiment] += time.perf_counter() - t0
+    histories = run_tasks(study_tasks(cfg, runs), cfg.workers, cfg.progress)
     total = time.perf_counter() - start
-    timing = {"total minutes": total / 60, "seconds per experiment": dict(per_experiment), "threads": cfg.threads,
+    per_experiment = collections.Counter()
+    for run, h in zip(runs, histories):
+        per_experiment[run.experiment] += h["time"][-1]
+    timing = {"wall minutes": total / 60, "run minutes (sum over runs)": sum(per_experiment.values()) / 60,
+              "seconds per experiment": dict(per_experiment), "workers": cfg.workers, "threads per worker": 1,
               "device": str(device), "quick": cfg.quick, "dry_run": cfg.dry_run, "runs": len(runs),
               "updates": sum(h["train steps"][-1] for h in histories)}
-    result = write_outputs(Path(cfg.out), cfg, runs, histories, train, source, timing)
+    result = {"exercise": "hyperparams", "data_source": source, "config": dataclasses.asdict(cfg),
+              "runs": [dataclasses.asdict(r) for r in runs], "histories": [jsonable(h) for h in histories],
+              "answers": answers(cfg, runs, histories, source, timing)}
+    if cfg.out:
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_tables(out, runs, histories)
+        write_plots(out, runs, histories, train)
+        (out / "answers.json").write_text(json.dumps(result["answers"], indent=2, default=float) + "\n")
     print(f"hyperparams: {len(runs)} runs, {timing['updates']} updates in {total / 60:.2f} min "
-          f"({cfg.threads} thread(s), {device}); outputs in {cfg.out}")
-    return {"config": dataclasses.asdict(cfg), "runs": runs, "histories": histories, "answers": result,
-            "source": source}
+          f"({cfg.workers} process(es) x 1 thread, {device}); outputs in {cfg.out}")
+    return result
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     d = Config()
     p = argparse.ArgumentParser(description="Fashion-MNIST training study (a2 hyperparams)", add_help=add_help)
     p.add_argument("--seed", type=int, default=d.seed, metavar="S", help=f"base seed of the runs (default: {d.seed})")
+    p.add_argument("--deterministic", action="store_true", help=f"deterministic kernels (default: {d.deterministic})")
+    p.add_argument("--quick", action="store_true", help=f"CI budget: {QUICK} (default: {d.quick})")
+    p.add_argument("--dry-run", action="store_true", help=f"one epoch of one run per experiment (default: {d.dry_run})")
+    p.add_argument("--out", default=d.out, metavar="DIR", help=f"output folder; none: write nothing (default: {d.out})")
+    p.add_argument("--data-root", default=d.data_root, metavar="DIR", help=f"folder with the IDX files (default: {d.data_root})")
     p.add_argument("--split-seed", type=int, default=d.split_seed, metavar="S", help=f"seed of the 1000/500 split (default: {d.split_seed})")
     p.add_argument("--n-train", type=int, default=d.n_train, metavar="N", help=f"training images (default: {d.n_train})")
     p.add_argument("--n-validation", type=int, default=d.n_validation, metavar="N", help=f"validation images (default: {d.n_validation})")
+    p.add_argument("--intro-epochs", type=int, default=d.intro_epochs, metavar="E", help=f"epochs of the 2.3d run (default: {d.intro_epochs})")
+    p.add_argument("--intro-lr", type=float, default=d.intro_lr, metavar="LR", help=f"Adam learning rate of 2.3d (default: {d.intro_lr})")
+    p.add_argument("--intro-batch-size", type=int, default=d.intro_batch_size, metavar="B", help=f"batch size of 2.3d (default: {d.intro_batch_size})")
     p.add_argument("--epochs", type=int, default=d.epochs, metavar="E", help=f"epochs per run (default: {d.epochs})")
     p.add_argument("--aug-epochs", type=int, default=d.aug_epochs, metavar="E", help=f"epochs per augmentation run (default: {d.aug_epochs})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="B", help=f"minibatch size (default: {d.batch_size})")
@@ -853,18 +1047,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--noise-sigmas", type=float, nargs="+", default=d.noise_sigmas, metavar="S", help=f"augmentation noise stds (default: {d.noise_sigmas})")
     p.add_argument("--widths", type=int, nargs="+", default=d.widths, metavar="W", help=f"first hidden widths (default: {d.widths})")
     p.add_argument("--repeats", type=int, default=d.repeats, metavar="N", help=f"extra baseline runs (default: {d.repeats})")
-    p.add_argument("--experiments", nargs="+", default=d.experiments, metavar="NAME", choices=d.experiments,
+    p.add_argument("--experiments", nargs="+", default=d.experiments, metavar="NAME", choices=EXPERIMENTS,
                    help=f"experiments to run (default: {d.experiments})")
     p.add_argument("--no-fused-adam", dest="fused_adam", action="store_false", help=f"use the foreach Adam kernel (default: fused={d.fused_adam})")
-    p.add_argument("--threads", type=int, default=d.threads, metavar="N", help=f"torch threads (default: {d.threads})")
+    p.add_argument("--workers", type=int, default=d.workers, metavar="N",
+                   help=f"processes for the independent runs, one thread each (default: {d.workers})")
     p.add_argument("--device", default=d.device, metavar="DEV", help=f"auto, cpu or cuda (default: {d.device})")
-    p.add_argument("--data-root", default=d.data_root, metavar="DIR", help=f"folder with the IDX files (default: {d.data_root})")
-    p.add_argument("--out", default=d.out, metavar="DIR", help=f"output folder (default: {d.out})")
-    p.add_argument("--quick", action="store_true", help=f"CI budget: {QUICK} (default: {d.quick})")
-    p.add_argument("--dry-run", action="store_true", help=f"one epoch of one run per experiment (default: {d.dry_run})")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help=f"hide progress bars (default: progress={d.progress})")
-    p.add_argument("--bands-seeds", type=int, nargs="+", default=d.bands_seeds, metavar="S",
-                   help=f"run once per seed and write reference/bands/hyperparams.json (default: {d.bands_seeds})")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help=f"hide the progress bar (default: progress={d.progress})")
     return p
 
 

@@ -37,17 +37,8 @@ import torch
 import torch.nn.functional as F
 
 SIZES = (784, 100, 100, 10)  # input pixels, two hidden layers, classes
-QUICK_EPOCHS = 5  # epochs per run of the --quick (CI) budget
 RUNS = ("custom_sgd", "torch_sgd", "custom_momentum", "torch_momentum")
-# What the seed notebook printed (full MNIST, 1 run each, unknown device; its init run used its
-# buggy uniform(-1, 1) init with 50 hidden units).
-SEED_RESULTS = {
-    "init": {"test_loss": 2.335638, "test_acc": 0.0728},
-    "final_test_acc": {"custom_sgd": 0.9387, "torch_sgd": 0.9415, "custom_momentum": 0.9695,
-                       "torch_momentum": 0.9688},
-    "final_test_loss": {"custom_sgd": 0.208336, "torch_sgd": 0.199691, "custom_momentum": 0.100141,
-                        "torch_momentum": 0.109128},
-}
+# What the seed notebook printed is in reference/claims/sgd.json (claims to judge, never bands).
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,56 +208,69 @@ def _epochs(epochs, desc):
 
 @dataclasses.dataclass
 class Config:
-    data: str = "mnist"  # data set name for labcheck.data.load (bands are keyed by the source found)
+    """The experiment's settings; every field is a command-line flag."""
+    seed: int = 0  # seeds the init draw and the batch order, shared by all four runs
+    deterministic: bool = False  # torch.use_deterministic_algorithms for the whole run
+    quick: bool = False  # apply QUICK: the CI budget
+    dry_run: bool = False  # apply DRY_RUN: one batch per run on 256 test images, an integration test
+    out: str | None = None  # folder for plots, log.csv and answers.json; None writes nothing
     data_root: str | None = None  # extra folder searched first for the MNIST IDX files
+    data: str = "mnist"  # data set name for labcheck.data.load (bands are keyed by the source found)
     batch_size: int = 128  # the seed's mini-batch for training
     lr: float = 0.01  # the seed's learning rate, for all four runs
     momentum: float = 0.9  # mu of the momentum runs (the seed's optional part)
     epochs: int = 20  # passes over the training set per run, as the seed asks
+    max_train: int | None = None  # first N training images only (None: all)
+    n_test: int | None = None  # first N test images only (None: all)
     eval_batch_size: int = 1000  # batch of evaluate(); any size gives the same mean (sums / N)
     smooth: int = 50  # moving-average window (iterations) drawn over the raw curves; 1 = none
-    seed: int = 0  # seeds the init draw and the batch order, shared by all four runs
     device: str = "auto"  # auto (cuda, then mps, then cpu), cpu or cuda
-    deterministic: bool = False  # torch.use_deterministic_algorithms for the whole run
-    out: str = "runs/sgd"  # folder for plots, log.csv and answers.json
-    quick: bool = False  # CI budget: 5 epochs per run
-    dry_run: bool = False  # one batch per run on 256 test images: an integration test
-    write_bands: bool = False  # measure bands over --band-seeds seeds into reference/bands/sgd.json
-    band_seeds: int = 5  # runs per band when --write-bands is given
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Config":
+        """The flags as a Config, with QUICK or DRY_RUN applied on top."""
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+        if values["dry_run"]:
+            values.update(DRY_RUN)
+        elif values["quick"]:
+            values.update(QUICK)
+        return cls(**values)
+
+
+QUICK = dict(epochs=5)  # CI budget: 5 of the 20 epochs per run (about 1 min on mnist-5k, one core)
+DRY_RUN = dict(epochs=1, max_train=128, n_test=256, smooth=1)  # one batch per run, 256 test images
 
 
 def get_args_parser(add_help=True):
-    defaults = Config()
+    d = Config()
     parser = argparse.ArgumentParser(description="SGD from scratch vs torch.optim.SGD on MNIST (lab 3)",
                                      add_help=add_help)
-    parser.add_argument("--data", default=defaults.data, metavar="NAME", help="data set (default: mnist)")
-    parser.add_argument("--data-root", default=defaults.data_root, metavar="DIR",
-                        help="folder searched first for the MNIST IDX files (default: None)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, metavar="N",
-                        help="training mini-batch (default: 128)")
-    parser.add_argument("--lr", type=float, default=defaults.lr, metavar="LR", help="learning rate (default: 0.01)")
-    parser.add_argument("--momentum", type=float, default=defaults.momentum, metavar="MU",
-                        help="momentum of the momentum runs (default: 0.9)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, metavar="N",
-                        help="epochs per run (default: 20)")
-    parser.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size, metavar="N",
-                        help="batch size of evaluation (default: 1000)")
-    parser.add_argument("--smooth", type=int, default=defaults.smooth, metavar="K",
-                        help="moving-average window of the plots, in iterations (default: 50)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, metavar="S", help="random seed (default: 0)")
-    parser.add_argument("--device", default=defaults.device, metavar="DEV",
-                        help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--seed", type=int, default=d.seed, metavar="S", help=f"random seed (default: {d.seed})")
     parser.add_argument("--deterministic", action="store_true",
-                        help="use deterministic algorithms (default: False)")
-    parser.add_argument("--out", default=defaults.out, metavar="DIR", help="output folder (default: runs/sgd)")
+                        help=f"use deterministic algorithms (default: {d.deterministic})")
     parser.add_argument("--quick", action="store_true",
-                        help=f"CI budget: {QUICK_EPOCHS} epochs per run (default: False)")
+                        help=f"CI budget: {QUICK['epochs']} epochs per run (default: {d.quick})")
     parser.add_argument("--dry-run", action="store_true",
-                        help="one batch per run, small test set (default: False)")
-    parser.add_argument("--write-bands", action="store_true",
-                        help="measure bands over --band-seeds seeds into reference/bands/sgd.json (default: False)")
-    parser.add_argument("--band-seeds", type=int, default=defaults.band_seeds, metavar="N",
-                        help="runs per measured band (default: 5)")
+                        help=f"one batch per run, small test set (default: {d.dry_run})")
+    parser.add_argument("--out", default=d.out, metavar="DIR", help=f"output folder; none: no files (default: {d.out})")
+    parser.add_argument("--data-root", default=d.data_root, metavar="DIR",
+                        help=f"folder searched first for the MNIST IDX files (default: {d.data_root})")
+    parser.add_argument("--data", default=d.data, metavar="NAME", help=f"data set (default: {d.data})")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N",
+                        help=f"training mini-batch (default: {d.batch_size})")
+    parser.add_argument("--lr", type=float, default=d.lr, metavar="LR", help=f"learning rate (default: {d.lr})")
+    parser.add_argument("--momentum", type=float, default=d.momentum, metavar="MU",
+                        help=f"momentum of the momentum runs (default: {d.momentum})")
+    parser.add_argument("--epochs", type=int, default=d.epochs, metavar="N", help=f"epochs per run (default: {d.epochs})")
+    parser.add_argument("--max-train", type=int, default=d.max_train, metavar="N",
+                        help=f"first N training images only (default: {d.max_train}, all)")
+    parser.add_argument("--n-test", type=int, default=d.n_test, metavar="N",
+                        help=f"first N test images only (default: {d.n_test}, all)")
+    parser.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size, metavar="N",
+                        help=f"batch size of evaluation (default: {d.eval_batch_size})")
+    parser.add_argument("--smooth", type=int, default=d.smooth, metavar="K",
+                        help=f"moving-average window of the plots, in iterations (default: {d.smooth})")
+    parser.add_argument("--device", default=d.device, metavar="DEV", help=f"auto, cpu or cuda (default: {d.device})")
     return parser
 
 
@@ -285,11 +289,9 @@ def run_experiment(cfg, device, progress=True):
     from labcheck import core, repro
 
     x_train, y_train, x_test, y_test, ds = load_data(cfg, device)
-    epochs = QUICK_EPOCHS if cfg.quick else cfg.epochs
-    if cfg.dry_run:
-        epochs = 1
-        x_train, y_train = x_train[: cfg.batch_size], y_train[: cfg.batch_size]  # (B, 784): one batch
-        x_test, y_test = x_test[:256], y_test[:256]  # (256, 784)
+    epochs = cfg.epochs
+    x_train, y_train = x_train[: cfg.max_train], y_train[: cfg.max_train]  # (N, 784); all when max_train is None
+    x_test, y_test = x_test[: cfg.n_test], y_test[: cfg.n_test]  # (M, 784)
     test_loader = core.ResidentLoader(x_test, y_test, batch_size=cfg.eval_batch_size, shuffle=False)
 
     repro.seed_everything(cfg.seed)
@@ -371,7 +373,6 @@ def answers(cfg, results):
         "final_test_loss": {name: runs[name]["test_loss"] for name in RUNS},
         "train_seconds": {name: runs[name]["seconds"] for name in RUNS},
         "custom_vs_torch": same,
-        "seed_notebook": SEED_RESULTS,
         "answers": {
             "initialization": (f"The untrained network has test loss {results['init']['test_loss']:.4f} "
                                f"(ln 10 = {math.log(10):.4f} is a uniform guess) and test accuracy "
@@ -399,66 +400,27 @@ def write_log(results, path):
                 writer.writerow([name, i, f"{loss:.6f}", f"{acc:.6f}"])
 
 
-def measure_bands(cfg, device):
-    """Run the quick and the full budget for seeds 0..band_seeds-1 and store bands for the data source."""
-    import sys
-
-    from labcheck import bands
-    from labcheck.probes import sgd as probes
-
-    seeds = list(range(cfg.band_seeds))
-    command = f"labcheck reproduce sgd --write-bands --band-seeds {cfg.band_seeds} --device {device.type}"
-    source, measured = None, {}
-    for quick in (True, False):
-        prefix = "quick" if quick else "full"
-        for seed in seeds:
-            res = run_experiment(dataclasses.replace(cfg, quick=quick, seed=seed, dry_run=False), device,
-                                 progress=False)
-            source = res["source"]
-            if quick:  # the init does not depend on the budget
-                measured.setdefault("init.test_loss", []).append(res["init"]["test_loss"])
-                measured.setdefault("init.test_acc", []).append(res["init"]["test_acc"])
-            for name in RUNS:
-                measured.setdefault(f"{prefix}.test_acc.{name}", []).append(res["runs"][name]["test_acc"])
-                measured.setdefault(f"{prefix}.test_loss.{name}", []).append(res["runs"][name]["test_loss"])
-            print(f"{prefix} seed {seed}: " + ", ".join(f"{n} {res['runs'][n]['test_acc']:.4f}" for n in RUNS))
-    margins = {k: {"sd_margin": 3.0, "abs_margin": 0.01 if "acc" in k else 0.03, "lo_clip": 0.0} for k in measured}
-    prov = bands.provenance(seeds, device.type, command, data_source=source)
-    bands.write_bands("sgd", source, measured, prov, margins=margins)
-    # The contract tests' own budgets, on the grading data (always the mnist-5k digits).
-    module = sys.modules[__name__]
-    contract = probes.measure_contract_bands(module, seeds=list(range(max(10, cfg.band_seeds))))
-    grading_source = contract.pop("__source__")
-    cseeds = list(range(max(10, cfg.band_seeds)))
-    cprov = bands.provenance(cseeds, "cpu", command + " (contract budgets, labcheck.probes.sgd)",
-                             data_source=grading_source)
-    cmargins = {k: {"sd_margin": 4.0, "abs_margin": 0.02, "lo_clip": 0.0} for k in contract}
-    path = bands.write_bands("sgd", grading_source, contract, cprov, margins=cmargins)
-    print(f"bands written to {path}")
-
-
 def main(args):
-    cfg = Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+    """Every task of the exercise; the answers (plus data_source and config) as a JSON-able dict."""
     from labcheck import core, repro
 
+    cfg = Config.from_args(args)
     device = core.select_device(cfg.device)
-    if cfg.write_bands:
-        with repro.deterministic(cfg.deterministic):
-            measure_bands(cfg, device)
-        return 0
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     with repro.deterministic(cfg.deterministic):
         results = run_experiment(cfg, device)
-    window = 1 if cfg.dry_run else cfg.smooth
-    plot_pair(results, ("custom_sgd", "torch_sgd"), "SGD", out / "sgd_curves.png", window)
-    plot_pair(results, ("custom_momentum", "torch_momentum"), f"SGD + momentum {cfg.momentum}",
-              out / "momentum_curves.png", window)
-    write_log(results, out / "log.csv")
     report = answers(cfg, results)
+    report["data_source"] = results["source"]
     report["config"] = dataclasses.asdict(cfg)
     report["device"] = str(device)
-    (out / "answers.json").write_text(json.dumps(report, indent=2) + "\n")
+    if cfg.out is not None:
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        window = max(1, min(cfg.smooth, len(results["runs"][RUNS[0]]["losses"])))
+        plot_pair(results, ("custom_sgd", "torch_sgd"), "SGD", out / "sgd_curves.png", window)
+        plot_pair(results, ("custom_momentum", "torch_momentum"), f"SGD + momentum {cfg.momentum}",
+                  out / "momentum_curves.png", window)
+        write_log(results, out / "log.csv")
+        (out / "answers.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"data {results['source']} ({results['n_train']} train / {results['n_test']} test), "
           f"{results['epochs']} epochs, device {device}")
     print(f"init: test loss {results['init']['test_loss']:.4f}, test accuracy {results['init']['test_acc']:.2%}")
@@ -466,8 +428,20 @@ def main(args):
         run = results["runs"][name]
         print(f"{name:16s} test loss {run['test_loss']:.4f}  test accuracy {run['test_acc']:.2%}  "
               f"({run['seconds']:.1f} s)")
-    print(f"outputs in {out}")
-    return 0
+    if cfg.out is not None:
+        print(f"outputs in {cfg.out}")
+    return report
+
+
+def band_metrics(report: dict) -> dict[str, float]:
+    """Init loss/accuracy, each run's final test accuracy and loss, and custom-vs-torch differences."""
+    metrics = {f"init.{k}": v for k, v in report["init"].items()}
+    for name in RUNS:
+        metrics[f"test_acc.{name}"] = report["final_test_acc"][name]
+        metrics[f"test_loss.{name}"] = report["final_test_loss"][name]
+    for rule, diff in report["custom_vs_torch"].items():
+        metrics[f"custom_vs_torch.{rule}.max_abs_param_difference"] = diff["max_abs_param_difference"]
+    return {k: float(v) for k, v in metrics.items()}
 
 
 if __name__ == "__main__":

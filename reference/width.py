@@ -262,26 +262,54 @@ def fast_sgd_pass(net: AugmentedMLP, X_aug, y, index, learning_rate, reg_param=0
 
 @dataclasses.dataclass
 class Config:
+    """The experiment's settings; every field is a command-line flag (--search-width for search_width)."""
+    seed: int = 0  # seeds the subsample, and every run's init and index stream (repro.seed_everything)
+    deterministic: bool = False  # run inside labcheck.repro.deterministic() (numpy path: already deterministic)
+    quick: bool = False  # apply QUICK: the CI budget
+    dry_run: bool = False  # apply DRY_RUN: one tiny run to test the pipeline (`--dry-run`)
+    out: str | None = None  # folder for the plots, logs.csv and answers.json; None writes nothing
+    data_root: str | None = None  # extra folder searched first for the Fashion-MNIST IDX files
     widths: tuple[int, ...] = (8, 16, 32, 128, 512)  # hidden sizes h compared by the exercise
     search_width: int = 16  # eta* is searched at this width only, as the exercise says
     start_lr: float = 1e-2  # first learning rate of the powers-of-10 search (the seed's Hint 1)
-    lr: float | None = None  # skip the search and train at this learning rate
-    passes: int = 120  # passes over the train subsample per width
-    quick: bool = False  # CI budget: `quick_passes` passes per width, same data and search
-    quick_passes: int = 12  # passes per width under --quick
-    train_fraction: float = 0.12  # random subsample of the 60,000 training images
+    lr: float | None = None  # skip the search and the halving rule; train at this learning rate
+    max_halvings: int = 6  # the seed's note: halve the lr again while training at it diverges (at most this often)
+    passes: int = 120  # passes over the train subsample per width (the seed's 120)
+    train_fraction: float = 0.12  # random subsample of the 60,000 training images (7,200)
+    n_test: int | None = None  # first n test images only (None: all 10,000, as the seed)
     reg_param: float = 0.0  # L2 penalty; the exercise uses none
-    seed: int = 0  # subsample and every run's init and index stream are seeded from this
-    autograd: bool = False  # use the seed's autograd sgd_one_pass instead of the fast path (slow)
-    dry_run: bool = False  # one tiny run (64 samples, 1 pass, width 8) to test the pipeline
-    out: str = "runs/width"  # folder for the plots, logs.csv and answers.json
+    autograd: bool = False  # the seed's autograd sgd_one_pass instead of the fast path (about 10x slower)
     device: str = "cpu"  # only "cpu" does anything: one example per step is latency bound
-    data_root: str | None = None  # extra folder searched first for the Fashion-MNIST IDX files
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Config":
+        """The flags as a Config, with QUICK or DRY_RUN applied on top."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in vars(args).items() if k in fields}
+        values["widths"] = tuple(values["widths"])
+        if values.get("dry_run"):
+            values.update(DRY_RUN)
+        elif values.get("quick"):
+            values.update(QUICK)
+        return cls(**values)
+
+
+QUICK = dict(passes=12)  # CI budget: 12 of the 120 passes, same data, search and widths (~2 min on one core)
+DRY_RUN = dict(passes=1, widths=(8, 16), train_fraction=0.001, n_test=60)  # 60 train / 60 test images, 1 pass
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     d = Config()
     p = argparse.ArgumentParser(description="Performance vs width on Fashion-MNIST (hw2)", add_help=add_help)
+    p.add_argument("--seed", type=int, default=d.seed, metavar="S", help=f"random seed (default: {d.seed})")
+    p.add_argument("--deterministic", action="store_true",
+                   help=f"deterministic torch kernels (default: {d.deterministic})")
+    p.add_argument("--quick", action="store_true",
+                   help=f"CI budget: {QUICK['passes']} passes per width (default: {d.quick})")
+    p.add_argument("--dry-run", action="store_true", help=f"one tiny run to test the pipeline (default: {d.dry_run})")
+    p.add_argument("--out", default=d.out, metavar="DIR", help=f"output folder; none: no files (default: {d.out})")
+    p.add_argument("--data-root", default=d.data_root, metavar="DIR",
+                   help=f"folder searched first for Fashion-MNIST (default: {d.data_root})")
     p.add_argument("--widths", type=int, nargs="+", default=list(d.widths), metavar="H",
                    help=f"hidden sizes (default: {' '.join(map(str, d.widths))})")
     p.add_argument("--search-width", type=int, default=d.search_width, metavar="H",
@@ -289,32 +317,21 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--start-lr", type=float, default=d.start_lr, metavar="LR",
                    help=f"first lr of the search (default: {d.start_lr})")
     p.add_argument("--lr", type=float, default=d.lr, metavar="LR",
-                   help=f"train at this lr and skip the search (default: {d.lr})")
+                   help=f"train at this lr, skipping the search and the halving rule (default: {d.lr})")
+    p.add_argument("--max-halvings", type=int, default=d.max_halvings, metavar="K",
+                   help=f"halve the lr at most K times while training at it diverges (default: {d.max_halvings})")
     p.add_argument("--passes", type=int, default=d.passes, metavar="N", help=f"passes per width (default: {d.passes})")
-    p.add_argument("--quick", action="store_true", help=f"CI budget: --quick-passes passes (default: {d.quick})")
-    p.add_argument("--quick-passes", type=int, default=d.quick_passes, metavar="N",
-                   help=f"passes per width under --quick (default: {d.quick_passes})")
     p.add_argument("--train-fraction", type=float, default=d.train_fraction, metavar="F",
                    help=f"fraction of the train set used (default: {d.train_fraction})")
+    p.add_argument("--n-test", type=int, default=d.n_test, metavar="N",
+                   help=f"first N test images only (default: {d.n_test}, all)")
     p.add_argument("--reg-param", type=float, default=d.reg_param, metavar="R",
                    help=f"L2 penalty (default: {d.reg_param})")
-    p.add_argument("--seed", type=int, default=d.seed, metavar="S", help=f"random seed (default: {d.seed})")
     p.add_argument("--autograd", action="store_true",
                    help=f"use the seed's autograd SGD instead of the fast path (default: {d.autograd})")
-    p.add_argument("--dry-run", action="store_true", help=f"one tiny run to test the pipeline (default: {d.dry_run})")
-    p.add_argument("--out", default=d.out, metavar="DIR", help=f"output folder (default: {d.out})")
     p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"), metavar="DEV",
                    help=f"auto, cpu or cuda; this exercise always trains on the CPU (default: {d.device})")
-    p.add_argument("--data-root", default=d.data_root, metavar="DIR",
-                   help=f"folder searched first for Fashion-MNIST (default: {d.data_root})")
     return p
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    fields = {f.name for f in dataclasses.fields(Config)}
-    values = {k: v for k, v in vars(args).items() if k in fields}
-    values["widths"] = tuple(values["widths"])
-    return Config(**values)
 
 
 def load_data(cfg: Config):
@@ -323,9 +340,7 @@ def load_data(cfg: Config):
 
     ds = data.load(data.FASHION, cfg.data_root)
     train = data.subsample_fraction(ds.train, cfg.train_fraction, cfg.seed)
-    test = ds.test
-    if cfg.dry_run:
-        train, test = train.subset(np.arange(64)), test.subset(np.arange(64))
+    test = ds.test if cfg.n_test is None else ds.test.subset(np.arange(cfg.n_test))
     X_train, X_test = data.standardize_per_pixel(train.flat_float(), test.flat_float())  # (n, 784), (n', 784)
     return X_train, train.labels, X_test, test.labels, ds.source
 
@@ -348,49 +363,84 @@ def make_diverges(X_train, y_train, hidden_size, seed, reg_param=0.0, trace=None
     return diverges
 
 
+def later_divergence(logs) -> int | None:
+    """First pass whose train objective is not finite or above the untrained one (logs row 0), else None.
+
+    The same criterion as the one-pass search (`make_diverges`), applied to every pass of a long run.
+    """
+    objective = np.asarray(logs)[:, 1]  # (passes+1,)
+    bad = np.flatnonzero(~np.isfinite(objective[1:]) | (objective[1:] > objective[0]))
+    return int(bad[0]) + 1 if bad.size else None
+
+
 def run_experiment(cfg: Config, X_train, y_train, X_test, y_test, log=None):
-    """Search eta* at cfg.search_width, then train every width at eta*/2; returns (answers, logs by width)."""
+    """Search eta* at cfg.search_width, train it at eta*/2 (halving while that run diverges), then every width.
+
+    The halving rule is the seed's note on the heuristic: "A learning rate that satisfies the heuristic
+    might still result in the loss diverging, in which case we would have to redo the process with half
+    that learning rate." Here: while the search width's run at lr diverges at some pass (`later_divergence`),
+    lr is halved (at most cfg.max_halvings times). Returns (answers, logs by width).
+    """
     from tqdm import tqdm
 
     from labcheck import repro
 
     log = log or tqdm.write
-    passes = 1 if cfg.dry_run else (cfg.quick_passes if cfg.quick else cfg.passes)
-    widths = (8,) if cfg.dry_run else cfg.widths
     trace: list[dict] = []
+    logs_by_width, seconds_per_pass = {}, {}
+
+    def train(h, lr):
+        repro.seed_everything(cfg.seed)  # every width (and every retry) starts from the same RNG state
+        with tqdm(total=cfg.passes, desc=f"width {h:4d}", unit="pass", leave=False) as bar:
+            t = time.perf_counter()
+            logs = train_model(X_train, y_train, X_test, y_test, h, lr, passes=cfg.passes, reg_param=cfg.reg_param,
+                               fast=not cfg.autograd, progress=bar.update)
+            seconds_per_pass[h] = (time.perf_counter() - t) / cfg.passes
+        return logs
+
     t0 = time.perf_counter()
+    halvings: list[dict] = []
     if cfg.lr is None:
         diverges = make_diverges(X_train, y_train, cfg.search_width, cfg.seed, cfg.reg_param, trace)
         eta_star = find_divergent_lr(diverges, start=cfg.start_lr)
         lr = eta_star / 2
         log(f"divergent lr at width {cfg.search_width}: eta* = {eta_star:g} after {len(trace)} one-pass runs "
             f"({time.perf_counter() - t0:.1f} s); training at eta*/2 = {lr:g}")
+        while True:
+            logs = train(cfg.search_width, lr)
+            bad_pass = later_divergence(logs)
+            if bad_pass is None or len(halvings) >= cfg.max_halvings:
+                break
+            halvings.append({"lr": lr, "diverged_at_pass": bad_pass, "objective": float(logs[bad_pass, 1])})
+            log(f"width {cfg.search_width} at lr {lr:g} diverges at pass {bad_pass} "
+                f"(objective {logs[bad_pass, 1]:.4g}); halving to {lr / 2:g}")
+            lr /= 2
+        logs_by_width[cfg.search_width] = logs
     else:
         eta_star, lr = None, cfg.lr
-    logs_by_width, seconds_per_pass = {}, {}
-    for h in widths:
-        repro.seed_everything(cfg.seed)  # every width starts from the same RNG state
-        with tqdm(total=passes, desc=f"width {h:4d}", unit="pass", leave=False) as bar:
-            t = time.perf_counter()
-            logs = train_model(X_train, y_train, X_test, y_test, h, lr, passes=passes, reg_param=cfg.reg_param,
-                               fast=not cfg.autograd, progress=bar.update)
-            seconds_per_pass[h] = (time.perf_counter() - t) / passes
-        logs_by_width[h] = logs
+    for h in cfg.widths:
+        if h not in logs_by_width:
+            logs_by_width[h] = train(h, lr)
+    logs_by_width = {h: logs_by_width[h] for h in cfg.widths if h in logs_by_width}
+    for h, logs in logs_by_width.items():
         row = logs[-1]
         log(f"width {h:4d}: train loss {row[1]:.4f} acc {row[2]:.4f} | test loss {row[3]:.4f} acc {row[4]:.4f} "
             f"| interpolates at pass {interpolation_pass(logs)} | {seconds_per_pass[h]:.3f} s/pass")
     reached = {h: interpolation_pass(logs) for h, logs in logs_by_width.items()}
-    interpolating = [h for h in widths if reached[h] is not None]
+    interpolating = [h for h in cfg.widths if reached.get(h) is not None]
     answers = {
         "divergent_lr": eta_star,
         "learning_rate": lr,
+        "halvings": halvings,
         "search_width": cfg.search_width,
         "divergence_criterion": "one seeded pass at lr ends with a non-finite train objective or one larger "
-                                "than the objective before it (ln 10 at the 1e-6 init)",
+                                "than the objective before it (ln 10 at the 1e-6 init); a long run diverges when "
+                                "any pass ends so",
         "search_trace": trace,
-        "passes": passes,
+        "passes": cfg.passes,
         "smallest_interpolating_width": min(interpolating) if interpolating else None,
-        "passes_to_interpolation": {str(h): reached[h] for h in widths},
+        "passes_to_interpolation": {str(h): reached[h] for h in logs_by_width},
+        "diverged_at_pass": {str(h): later_divergence(logs) for h, logs in logs_by_width.items()},
         "final": {str(h): dict(zip(("train_loss", "train_acc", "test_loss", "test_acc"), map(float, logs[-1, 1:])))
                   for h, logs in logs_by_width.items()},
         "max_train_acc": {str(h): float(logs[:, 2].max()) for h, logs in logs_by_width.items()},
@@ -459,16 +509,42 @@ def write_outputs(out: Path, answers: dict, logs_by_width: dict) -> None:
 
 
 def main(args: argparse.Namespace) -> dict:
-    cfg = config_from_args(args)
-    torch.set_num_threads(1)  # one example per step: threads only add synchronisation
+    """Every task of the exercise; the answers (plus data_source and config) as a JSON-able dict."""
+    from labcheck import repro
+
+    from labcheck.runner import limit_threads
+
+    cfg = Config.from_args(args)
+    limit_threads()  # one torch and one BLAS thread: one example per step, threads only add waiting (10x here)
+    repro.seed_everything(cfg.seed)
     X_train, y_train, X_test, y_test, source = load_data(cfg)
     print(f"Fashion-MNIST ({source}): {len(X_train)} train / {len(X_test)} test, seed {cfg.seed}")
-    answers, logs_by_width = run_experiment(cfg, X_train, y_train, X_test, y_test)
+    with repro.deterministic(cfg.deterministic):
+        answers, logs_by_width = run_experiment(cfg, X_train, y_train, X_test, y_test)
     answers["data_source"] = source
-    write_outputs(Path(cfg.out), answers, logs_by_width)
+    answers["config"] = dataclasses.asdict(cfg)
+    if cfg.out is not None:
+        write_outputs(Path(cfg.out), answers, logs_by_width)
     print(f"smallest interpolating width: {answers['smallest_interpolating_width']} "
-          f"(in {answers['passes']} passes); outputs in {cfg.out}")
+          f"(in {answers['passes']} passes at lr {answers['learning_rate']:g})"
+          + (f"; outputs in {cfg.out}" if cfg.out else ""))
     return answers
+
+
+def band_metrics(answers: dict) -> dict[str, float]:
+    """The numbers bands and claims are about. Widths that never interpolate have no passes_to_interpolation,
+    and smallest_interpolating_width is absent when no width interpolates (never encoded as a number)."""
+    metrics = {"divergent_lr": answers["divergent_lr"], "learning_rate": answers["learning_rate"],
+               "halvings": float(len(answers["halvings"])),
+               "interpolating_widths": float(sum(p is not None for p in answers["passes_to_interpolation"].values()))}
+    if answers["smallest_interpolating_width"] is not None:
+        metrics["smallest_interpolating_width"] = float(answers["smallest_interpolating_width"])
+    for h, final in answers["final"].items():
+        metrics[f"max_train_acc.h{h}"] = answers["max_train_acc"][h]
+        metrics[f"test_acc.h{h}"] = final["test_acc"]
+        if answers["passes_to_interpolation"][h] is not None:
+            metrics[f"passes_to_interpolation.h{h}"] = float(answers["passes_to_interpolation"][h])
+    return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
 if __name__ == "__main__":

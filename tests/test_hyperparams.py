@@ -1,10 +1,15 @@
 """Tests of reference/hyperparams.py: NoisyDataset and count_parameters properties, the fast path against
-the Dataset path, the dry run, and the study's bands (quick budget by default, full budget with -m slow)."""
+the Dataset path, the dry run, that the study's numbers do not depend on its number of processes, and the
+study itself on the held-out seed (quick budget by default, full budget with -m slow): its headline answers
+and its bands."""
 import json
+import math
+import statistics
 
 import pytest
 import torch
 from hypothesis import given, strategies as st
+from scipy import stats
 
 from labcheck import bands, cli, data
 
@@ -47,12 +52,22 @@ def roll_offset(out, img):
 # -- NoisyDataset ------------------------------------------------------------------------------
 
 
+NOISE_ALPHA = bands.TOLERANCES["hyperparams.noise_moments"]["false_failure"]  # per check, see the bands file
+
+
 @given(sigma=SIGMAS, seed=SEEDS)
 def test_noise_has_the_requested_std_and_zero_mean(sigma, seed):
+    """n = 80 * 784 draws of N(0, sigma): |mean| <= z(1 - a/2) sigma / sqrt(n), and (n - 1) s^2 / sigma^2 inside
+    the chi-square(n - 1) interval at level a each (a = NOISE_ALPHA): a correct NoisyDataset fails either check
+    of one example with probability a, and the draws are seeded."""
     x, _, out, _ = draws(seed, passes=10, noise_sigma=sigma)
-    noise = out - x  # (80, 784)
-    torch.testing.assert_close(noise.std().item(), sigma, **bands.tolerance("hyperparams.noise_std"))
-    torch.testing.assert_close(noise.mean().item(), 0.0, **bands.tolerance("hyperparams.noise_mean"))
+    noise = (out - x).double().flatten()  # (80 * 784,); float32 rounding of x + noise is ~1e-7, far below sigma / sqrt(n)
+    n = noise.numel()
+    z = statistics.NormalDist().inv_cdf(1 - NOISE_ALPHA / 2)
+    assert abs(noise.mean().item()) <= z * sigma / math.sqrt(n), f"mean {noise.mean().item():.3g} for sigma {sigma}"
+    scaled_variance = (n - 1) * noise.var().item() / sigma**2
+    lo, hi = stats.chi2.ppf(NOISE_ALPHA / 2, n - 1), stats.chi2.ppf(1 - NOISE_ALPHA / 2, n - 1)
+    assert lo <= scaled_variance <= hi, f"std {noise.std().item():.4g} for sigma {sigma}"
 
 
 @given(seed=SEEDS)
@@ -193,41 +208,106 @@ def test_metrics_are_weighted_by_batch_size(small_split):
 def test_dry_run_writes_every_output(tmp_path):
     result = ref.main(ref.get_args_parser().parse_args(["--dry-run", "--out", str(tmp_path), "--no-progress"]))
     for name in ("history.csv", "results.csv", "results.md", "comparison.md", "answers.json", "optimizers.png",
-                 "batch_size.png", "batchnorm.png", "augmentation.png", "width.png", "samples.png",
-                 "layer_stats_with_batchnorm.png", "layer_stats_without_batchnorm.png"):
+                 "batch_size.png", "batchnorm.png", "augmentation.png", "width.png", "samples.png", "variance.png",
+                 "layer_stats_with_batchnorm.png", "layer_stats_without_batchnorm.png",
+                 "intro_adam_lr0.01_batch16.png", "test_vs_validation.png"):
         assert (tmp_path / name).is_file(), name
     answers = json.loads((tmp_path / "answers.json").read_text())
     assert answers["2.8e parameters of width 128"]["count"] == 109386
-    assert result["source"] == data.FASHION
+    assert answers["2.9b independent test set"]["selected on validation"] in answers["2.9b independent test set"]["runs"]
+    assert result["data_source"] == data.FASHION
+    json.dumps(result)  # the result is plain data
 
 
-def _require_bands(budget):
-    if not any(k.startswith(f"hyperparams.{budget}.") for k in bands.BANDS):
-        pytest.skip(f"no {budget}-budget bands stored yet: run `labcheck reproduce hyperparams"
-                    f"{' --quick' if budget == 'quick' else ''} --bands-seeds 0 1 2`")
+def test_flags_map_to_the_config_and_quick_overrides_them():
+    parser = ref.get_args_parser()
+    full = ref.Config.from_args(parser.parse_args([]))
+    assert (full.intro_epochs, full.intro_lr, full.intro_batch_size, full.epochs, full.out) == (100, 0.01, 16, 150, None)
+    quick = ref.Config.from_args(parser.parse_args(["--quick", "--epochs", "7", "--seed", "3"]))
+    assert quick.epochs == ref.QUICK["epochs"] and quick.seed == 3
+    assert len(ref.plan(full)) == 43  # the seed's 42 runs and 2.3d
 
 
-def _check_study_bands(result, budget):
-    source = result["source"]
+def test_results_do_not_depend_on_the_number_of_processes():
+    """Every run seeds itself and uses one thread: 1 process and 2 processes give identical numbers."""
+    argv = ["--dry-run", "--no-progress", "--experiments", "optimizers", "batchnorm", "intro", "--seed", "5"]
+    one, two = (ref.main(ref.get_args_parser().parse_args([*argv, "--workers", str(w)])) for w in (1, 2))
+    untimed = lambda result: [{k: v for k, v in h.items() if k != "time"} for h in result["histories"]]  # noqa: E731
+    assert untimed(one) == untimed(two)  # every epoch's numbers, bit for bit
+    assert ref.band_metrics(one) == ref.band_metrics(two)
+
+
+# The metrics whose bands the study's test checks on the held-out seed: one or two per experiment. At the
+# bands' false-failure probability of FALSE_FAILURE per metric, a correct reference fails this list with
+# probability <= len(CHECKED) * FALSE_FAILURE (the other metrics of band_metrics feed the seed claims).
+CHECKED = ("adam_lr0.01.val_acc", "adam_lr0.001.val_acc", "sgd_lr0.1.train_acc", "batch_size4.val_acc",
+           "batchnorm.train_acc", "no_batchnorm.train_acc", "aug_noise0.2_shift_flip.train_acc", "width16.val_acc",
+           "width512.train_acc", "baseline.val_acc", "intro_adam_lr0.01_batch16.train_acc", "selected.test_acc")
+
+
+@pytest.fixture(scope="module")
+def untrained_accuracy():
+    """The highest accuracy of five freshly initialised width-128 networks on train, validation and test."""
+    ds = data.load(data.FASHION)
+    x, y = ds.test.flat_float() / 255, ds.test.labels
+    best = 0.0
+    for seed in range(5):
+        torch.manual_seed(seed)
+        net = ref.build_net(128).eval()
+        with torch.no_grad():
+            best = max(best, (net(x).argmax(1) == y).double().mean().item())
+    return best
+
+
+def _study(budget: str, tmp_path_factory) -> dict:
+    argv = ["--seed", str(bands.HELD_OUT_SEED), "--no-progress", "--workers", "2",
+            "--out", str(tmp_path_factory.mktemp(f"hyperparams_{budget}"))]
+    return ref.main(ref.get_args_parser().parse_args(argv + (["--quick"] if budget == "quick" else [])))
+
+
+def _check_headline_answers(metrics: dict) -> None:
+    """The exercise's answers, as orderings within one study (no thresholds)."""
+    working = min(metrics["adam_lr0.01.val_acc"], metrics["adam_lr0.001.val_acc"])
+    assert metrics["adam_lr0.1.val_acc"] < working, "2.5d: Adam at lr 0.1 should collapse below Adam at 0.01 / 0.001"
+    assert metrics["batchnorm.train_acc"] > metrics["no_batchnorm.train_acc"], "2.6: batchnorm should train faster"
+    assert metrics["aug_noise0.2_shift_flip.train_acc"] < metrics["aug_noise0.train_acc"], \
+        "2.7: noise, shift and flip together should make the training set harder to fit"
+    assert metrics["width512.train_acc"] > metrics["width16.train_acc"], "2.8: a wider network should fit the training set better"
+
+
+def _check_bands(metrics: dict, source: str, budget: str, untrained: float) -> None:
+    if not bands.has_bands("hyperparams", budget, source):
+        pytest.skip(bands.missing_band_message("hyperparams", budget, source))
     failures = []
-    for name, value in ref.band_metrics(result).items():
-        key = f"hyperparams.{budget}.{name}"
-        if key in bands.BANDS:
-            try:
-                bands.check_band(key, value, source)
-            except bands.BandError as e:
-                failures.append(str(e))
+    for name in CHECKED:
+        band = bands.get_band(f"hyperparams.{budget}.{name}", source)
+        if "acc" in name and band.contains(untrained):
+            failures.append(f"{name}: band [{band.lo:.3f}, {band.hi:.3f}] accepts an untrained network ({untrained:.3f})")
+        try:
+            bands.check_band(f"hyperparams.{budget}.{name}", metrics[name], source)
+        except bands.BandError as e:
+            failures.append(str(e))
     assert not failures, "\n".join(failures)
 
 
-def test_quick_study_is_within_its_bands(tmp_path):
-    _require_bands("quick")
-    result = ref.main(ref.get_args_parser().parse_args(["--quick", "--out", str(tmp_path), "--no-progress"]))
-    _check_study_bands(result, "quick")
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+    return _study("quick", tmp_path_factory)
+
+
+def test_quick_study_gives_the_headline_answers(quick_study):
+    _check_headline_answers(ref.band_metrics(quick_study))
+
+
+def test_quick_study_is_within_its_bands(quick_study, untrained_accuracy):
+    _check_bands(ref.band_metrics(quick_study), quick_study["data_source"], "quick", untrained_accuracy)
 
 
 @pytest.mark.slow
-def test_full_study_is_within_its_bands(tmp_path):
-    _require_bands("full")
-    result = ref.main(ref.get_args_parser().parse_args(["--out", str(tmp_path), "--no-progress"]))
-    _check_study_bands(result, "full")
+def test_full_study_gives_the_headline_answers_and_stays_in_its_bands(tmp_path_factory, untrained_accuracy):
+    study = _study("full", tmp_path_factory)
+    metrics = ref.band_metrics(study)
+    _check_headline_answers(metrics)
+    # 2.9b: the run chosen on validation is scored on the test split without having been chosen for it
+    assert study["answers"]["2.9b independent test set"]["its test accuracy"] == metrics["selected.test_acc"]
+    _check_bands(metrics, study["data_source"], "full", untrained_accuracy)

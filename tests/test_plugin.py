@@ -121,3 +121,26 @@ def test_submission_needs_an_exercise(pytester):
 def test_unknown_exercise_is_a_usage_error(pytester):
     result = pytester.runpytest("--labcheck-exercise=nope")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_expected_answers_are_cached_on_disk_by_content(tmp_path):
+    """The reference's raw answers and times, keyed by the files that produce them and the inputs."""
+    from labcheck.probes.expected import ExpectedCache
+
+    ref = tmp_path / "ref.py"
+    ref.write_text("A = 1\n")
+    runs = []
+
+    def compute():
+        runs.append(1)
+        return {"value": 3.5}
+
+    key = ExpectedCache.key([ref], "call", b"inputs")
+    first = ExpectedCache(tmp_path / "cache")
+    raw, seconds = first.get_or_compute(key, compute)
+    assert raw == {"value": 3.5} and seconds >= 0 and first.computed == 1
+    second = ExpectedCache(tmp_path / "cache")  # another grading process of the same class
+    assert second.get_or_compute(key, compute) == (raw, seconds) and second.computed == 0 and len(runs) == 1
+    assert ExpectedCache.key([ref], "call", b"other inputs") != key
+    ref.write_text("A = 2\n")  # a changed reference is a different key
+    assert ExpectedCache.key([ref], "call", b"inputs") != key

@@ -1,11 +1,12 @@
-"""labcheck.sandbox and labcheck.worker at the level of single calls (the grading path is in test_grading.py)."""
+"""labcheck.sandbox and the worker (labcheck.untrusted) at the level of single calls; grading end to end is in
+test_grading.py, confinement levels and bubblewrap in test_isolation.py."""
 import json
 import time
 
 import pytest
 import torch
 
-from labcheck import sandbox, submission, worker
+from labcheck import sandbox, submission
 from labcheck.sandbox import Limits, Sandbox, SubmissionFailure
 
 PROBE_TARGETS = '''
@@ -212,6 +213,26 @@ def guard_only_box(tmp_path_factory):
     path.write_text(GUARD_TRICKS)
     mp = pytest.MonkeyPatch()
     mp.setattr(sandbox, "isolation_prefix", lambda: ())
+    mp.setenv(sandbox.BWRAP_ENV, "")  # no bubblewrap either: the audit hook (and seccomp) alone
     with Sandbox(path, "_selftest", Limits(timeout=20)) as b:
         yield b
     mp.undo()
+
+
+def test_the_seccomp_program_for_bubblewrap_lets_exec_through_and_the_workers_does_not():
+    from labcheck.untrusted.confine import seccomp_program
+
+    with_exec, without_exec = seccomp_program(block_exec=False), seccomp_program(block_exec=True)
+    if with_exec is None:
+        pytest.skip("no seccomp program for this machine's architecture")
+    assert len(with_exec) % 8 == 0 and len(without_exec) == len(with_exec) + 2 * 8  # two more JEQ rules
+
+
+def test_forked_processes_are_refused_inside_bubblewrap(tmp_path, monkeypatch):
+    monkeypatch.delenv(sandbox.BWRAP_ENV, raising=False)  # (the guard-only fixture above may still be active)
+    path = tmp_path / "forker.py"
+    path.write_text("import os\n\ndef fork():\n    return os.fork()\n")
+    with Sandbox(path, "_selftest", Limits(timeout=30)) as b:
+        with pytest.raises(SubmissionFailure, match="not allowed|Operation not permitted"):
+            b.call("call", name="fork")
+        assert b.isolation["level"] == "whitelist-fs"

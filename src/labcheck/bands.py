@@ -3,20 +3,30 @@
 Each exercise keeps `reference/bands/<exercise>.json`:
 
     {"exercise": "width",
-     "provenance": {"seeds": [0, 1, 2], "runs": 3, "device": "cpu", "versions": {...}, "date": ..., "command": ...},
      "tolerances": {"mlp": {"rtol": 1e-5, "atol": 1e-6, "why": "same float32 ops, different order"}},
-     "bands": {"quick.train_acc": {"fashion-mnist": {"lo": 0.80, "hi": 0.90, "measured": [...]}}}}
+     "limits": {"*acc*": {"lo": 0.0, "hi": 1.0, "floor": 0.002, "why": "..."}},      # kept by hand
+     "rule": "band = mean +- max(t * sd * sqrt(1 + 1/n), floor) ...",              # RULE, below
+     "sweeps": {"quick": {"fashion-mnist": {"seeds": [...], "runs": 10, "device": ..., "versions": ...,
+                                             "machine": ..., "date": ..., "command": ..., "seconds": [...]}}},
+     "bands": {"quick.test_acc.h8": {"fashion-mnist": {"lo": ..., "hi": ..., "n": 10, "mean": ..., "std": ...,
+                                                       "min": ..., "max": ..., "measured": [...],
+                                                       "sweep": ["quick", "fashion-mnist"], ...}}}}
 
-A band may carry its own "provenance" (e.g. numbers quoted from a seed notebook), which then
-replaces the file-level one. Keys are global: BANDS["width.quick.train_acc"]["fashion-mnist"],
-TOLERANCES["width.mlp"]. Tests never write literal thresholds: they call `check_band` and
-`tolerance`.
+`tolerances` and `limits` are written by hand, each with its reason; `rule`, `sweeps` and `bands` are
+written only by `labcheck bands ID --seeds N [--quick]` (labcheck.study -> `write_sweep`), which runs
+the reference on seeds 0..N-1 and derives every band by the one RULE. A band for data source X exists
+only if that sweep ran on X. A band entry may instead carry its own "provenance" dict (measured by
+another command, e.g. the grading budgets of a contract), which then names its own command.
+Keys are global: BANDS["width.quick.test_acc.h8"]["fashion-mnist"], TOLERANCES["width.mlp"]. Tests
+never write literal thresholds: they call `check_band` and `tolerance`, run HELD_OUT_SEED (never
+measured), and skip with `missing_band_message` when this machine's data source has no band.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import statistics
@@ -82,8 +92,12 @@ def load_tables(directory: Path | None = None) -> tuple[dict[str, dict[str, Band
         for name, per_source in content.get("bands", {}).items():
             key = f"{exercise}.{name}"
             for source, entry in per_source.items():
+                prov = entry.get("provenance")
+                if prov is None and "sweep" in entry:  # written by write_sweep: the sweep's provenance
+                    budget, sweep_source = entry["sweep"]
+                    prov = content.get("sweeps", {}).get(budget, {}).get(sweep_source)
                 bands.setdefault(key, {})[source] = Band(
-                    key, source, float(entry["lo"]), float(entry["hi"]), entry.get("provenance", file_prov)
+                    key, source, float(entry["lo"]), float(entry["hi"]), prov if prov is not None else file_prov
                 )
     return bands, tolerances
 
@@ -121,26 +135,54 @@ def check_band(key: str, value: float, source: str) -> Band:
 
 
 # ---------------------------------------------------------------------------------------------
-# Writing bands
+# Writing bands: the one rule (used by `labcheck bands`, src/labcheck/study.py)
+
+FALSE_FAILURE = 1e-3  # probability that ONE new seed's value of ONE metric falls outside its band
+MIN_RUNS = {"quick": 10, "full": 5}  # seeds per band of each budget (issue #13); any other budget: 3
+HELD_OUT_SEED = 1000  # band tests run this seed; sweeps never measure it (seeds 0..N-1, N < 1000)
+RULE = (
+    "band = mean +- max(t(1 - a/2; n - 1) * sd * sqrt(1 + 1/n), floor), clipped to the metric's limits: a "
+    f"two-sided prediction interval for ONE new seed's value at false-failure probability a = {FALSE_FAILURE:g} "
+    "per metric (normal approximation of the seed-to-seed distribution; sd is the sample sd of the n seeds). "
+    "'floor' and the limits come from the file's 'limits' table (the metric's resolution, where n seeds "
+    "cannot show a spread, e.g. every seed at train accuracy 1.0)."
+)
 
 
-def band_from_measurements(values: Iterable[float], rel_margin: float = 0.0, abs_margin: float = 0.0,
-                           sd_margin: float = 3.0, lo_clip: float | None = None,
-                           hi_clip: float | None = None) -> tuple[float, float]:
-    """[min, max] of the runs widened by max(sd_margin * sd, rel_margin * |mean|, abs_margin)."""
+def limits_for(metric: str, limits: dict[str, dict]) -> dict:
+    """{'lo', 'hi', 'floor'} of the first fnmatch pattern in `limits` matching `metric` (else no limits)."""
+    import fnmatch
+
+    for pattern, spec in limits.items():
+        if fnmatch.fnmatchcase(metric, pattern):
+            return {"lo": spec.get("lo"), "hi": spec.get("hi"), "floor": float(spec.get("floor", 0.0))}
+    return {"lo": None, "hi": None, "floor": 0.0}
+
+
+def prediction_band(values: Iterable[float], lo: float | None = None, hi: float | None = None,
+                    floor: float = 0.0, false_failure: float = FALSE_FAILURE) -> dict:
+    """The band of RULE for `values` (n >= 2), with the statistics it came from."""
+    from scipy import stats
+
     values = [float(v) for v in values]
-    mean = statistics.fmean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    margin = max(sd_margin * sd, rel_margin * abs(mean), abs_margin)
-    lo, hi = min(values) - margin, max(values) + margin
-    if lo_clip is not None:
-        lo = max(lo, lo_clip)
-    if hi_clip is not None:
-        hi = min(hi, hi_clip)
-    return lo, hi
+    n = len(values)
+    if n < 2:
+        raise ValueError(f"a band needs at least 2 measurements, got {n}")
+    mean, sd = statistics.fmean(values), statistics.stdev(values)
+    t = float(stats.t.ppf(1 - false_failure / 2, n - 1))
+    half_width = max(t * sd * math.sqrt(1 + 1 / n), floor)
+    band_lo, band_hi = mean - half_width, mean + half_width
+    if lo is not None:
+        band_lo = max(band_lo, lo)
+    if hi is not None:
+        band_hi = min(band_hi, hi)
+    return {"lo": band_lo, "hi": band_hi, "n": n, "mean": mean, "std": sd, "min": min(values),
+            "max": max(values), "t": t, "half_width": half_width, "floor": floor,
+            "limits": [lo, hi], "measured": values}
 
 
 def provenance(seeds: list[int], device: str, command: str, **extra) -> dict:
+    """Seeds, runs, device, versions, machine, date and command of a measurement (plus `extra`)."""
     import numpy
     import torch
 
@@ -149,24 +191,48 @@ def provenance(seeds: list[int], device: str, command: str, **extra) -> dict:
         "runs": len(seeds),
         "device": device,
         "versions": {"torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()},
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-        "date": _dt.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.system()} {platform.release()}",
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         **extra,
     }
 
 
-def write_bands(exercise: str, source: str, measured: dict[str, list[float]], prov: dict,
-                margins: dict[str, dict] | None = None, directory: Path | None = None) -> Path:
-    """Merge bands for `source` computed from `measured` runs into reference/bands/<exercise>.json."""
+def write_sweep(exercise: str, budget: str, source: str, measured: dict[str, list[float]], prov: dict,
+                directory: Path | None = None) -> Path:
+    """Store the bands of one sweep (budget, data source) in reference/bands/<exercise>.json.
+
+    Every band of `budget` for `source` is replaced (metrics the sweep no longer has are dropped);
+    bands of other budgets or sources, the tolerances and the limits stay as they are.
+    """
     directory = directory or paths.bands_dir()
     path = directory / f"{exercise}.json"
     content = json.loads(path.read_text()) if path.exists() else {"exercise": exercise}
-    content.setdefault("bands", {})
-    for name, values in measured.items():
-        lo, hi = band_from_measurements(values, **(margins or {}).get(name, {}))
-        content["bands"].setdefault(name, {})[source] = {
-            "lo": lo, "hi": hi, "measured": [float(v) for v in values], "provenance": prov,
-        }
-    path.write_text(json.dumps(content, indent=2, sort_keys=False) + "\n")
+    limits = content.setdefault("limits", {})
+    content["rule"] = RULE
+    content.setdefault("sweeps", {}).setdefault(budget, {})[source] = prov
+    all_bands = content.setdefault("bands", {})
+    for name in [k for k in all_bands if k.startswith(f"{budget}.")]:
+        all_bands[name].pop(source, None)
+        if not all_bands[name]:
+            del all_bands[name]
+    for metric, values in measured.items():
+        entry = prediction_band(values, **limits_for(metric, limits))
+        entry["sweep"] = [budget, source]
+        all_bands.setdefault(f"{budget}.{metric}", {})[source] = entry
+    path.write_text(json.dumps(content, indent=1) + "\n")
     return path
+
+
+def missing_band_message(exercise: str, budget: str, source: str) -> str:
+    """Why a band test skips, and the exact command that measures the missing band."""
+    n = MIN_RUNS.get(budget, 3)
+    flag = " --quick" if budget == "quick" else ""
+    return (f"no {budget} band of {exercise!r} measured on data source {source!r}; measure it on this machine with: "
+            f"labcheck bands {exercise} --seeds {n}{flag}")
+
+
+def has_bands(exercise: str, budget: str, source: str) -> bool:
+    """True when some band of `exercise` at `budget` was measured on `source`."""
+    prefix = f"{exercise}.{budget}."
+    return any(key.startswith(prefix) and source in per_source for key, per_source in BANDS.items())

@@ -3,9 +3,12 @@
     labcheck list                              the exercises and their seeds
     labcheck data [--download]                 where each data set was found, sizes, checksums
     labcheck reproduce ID [reference flags]    run reference/ID.py (e.g. --quick, --dry-run, --out DIR)
+    labcheck reproduce ID --seeds N [--quick] [--out DIR]   N seeds, the seed's claims judged: report.md
+    labcheck bands ID --seeds N [--quick]      measure the reference's bands (reference/bands/ID.json)
     labcheck grade SUBMISSION... --exercise ID --out DIR
     labcheck grade --examples [--exercise ID] --out DIR
     labcheck bench [--exercise ID]             throughput table of the training cores
+    labcheck package gradescope|prairielearn --exercise ID [--out PATH]   a grading package
 """
 from __future__ import annotations
 
@@ -56,6 +59,12 @@ def cmd_reproduce(args, rest: list[str]) -> int:
     return int(result) if isinstance(result, int) else 0
 
 
+def cmd_bands(args) -> int:
+    from labcheck import study
+
+    return study.cmd_bands(args)
+
+
 def cmd_grade(args) -> int:
     from labcheck import grade
 
@@ -66,6 +75,12 @@ def cmd_bench(args) -> int:
     from labcheck import bench
 
     return bench.main(args)
+
+
+def cmd_package(args) -> int:
+    from labcheck import package
+
+    return package.main(args)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -89,11 +104,25 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="grade the bundled examples/<id>/*.py and check their EXPECTED_FAILURES (default: False)")
     p.add_argument("--out", metavar="DIR", default="runs/grades", help="report folder (default: runs/grades)")
     p.add_argument("--jobs", type=int, default=2, metavar="N", help="submissions graded in parallel (default: 2)")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds per call (default: 60.0)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="cap on the seconds of one call; each call gets max(20 x the reference's time, 5 s) "
+                        "up to this (default: 60.0)")
+    p.add_argument("--min-isolation", metavar="LEVEL", default="whitelist-fs",
+                   choices=("none", "hook-only", "no-network", "whitelist-fs"),
+                   help="refuse to grade below this confinement: none < hook-only < no-network < whitelist-fs "
+                        "(bubblewrap) (default: whitelist-fs)")
     p.add_argument("--total-timeout", type=float, default=900.0, metavar="S",
                    help="seconds per submission, all its tests together (default: 900.0)")
     p.add_argument("--memory-mb", type=int, default=3072, metavar="MB", help="worker memory limit (default: 3072)")
     p.add_argument("--fresh", action="store_true", help="regrade even where a finished report exists (default: False)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar or per-submission lines, for CI logs (default: False)")
+    from labcheck.package import add_parser as add_package_parser
+
+    add_package_parser(sub)
+    from labcheck.study import add_bands_parser
+
+    add_bands_parser(sub)
     p = sub.add_parser("bench", help="throughput table of each exercise's training core")
     p.add_argument("--exercise", choices=EXERCISES, metavar="ID", default=None, help="only this one (default: all)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu or cuda (default: cpu)")
@@ -106,6 +135,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = get_args_parser()
+    if argv[:1] == ["reproduce"] and any(a == "--seeds" or a.startswith("--seeds=") for a in argv):
+        from labcheck import study
+
+        return study.cmd_reproduce_seeds(study.get_reproduce_parser().parse_args(argv[1:]))
     if argv[:1] == ["reproduce"]:
         if len(argv) < 2 or argv[1].startswith("-"):
             parser.parse_args(argv)  # prints usage / help
@@ -113,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv[:2])
         return cmd_reproduce(args, argv[2:])
     args = parser.parse_args(argv)
-    return {"list": cmd_list, "data": cmd_data, "grade": cmd_grade, "bench": cmd_bench}[args.command](args)
+    return {"list": cmd_list, "data": cmd_data, "grade": cmd_grade, "bench": cmd_bench,
+            "package": cmd_package, "bands": cmd_bands}[args.command](args)
 
 
 if __name__ == "__main__":

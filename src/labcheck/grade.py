@@ -35,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-from labcheck import paths, report
+from labcheck import gradepool, paths, report
 from labcheck.exercises import EXERCISES, REGISTRY
 from labcheck.submission import SUBMISSION_SUFFIXES, is_single_submission_folder
 
@@ -67,6 +67,10 @@ class Options:
     python: str = sys.executable
     extra_pytest_args: tuple[str, ...] = ()
     quiet: bool = False
+    min_isolation: str = "whitelist-fs"  # refuse to grade below this confinement (labcheck.sandbox.LEVELS)
+    # How grader processes start: "fork" from a zygote with torch and pytest preloaded (labcheck.gradepool),
+    # "fresh" as `python -m pytest` each (~6 s of imports per submission). $LABCHECK_GRADER overrides.
+    grader: str = dataclasses.field(default_factory=lambda: os.environ.get("LABCHECK_GRADER") or "fork")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +267,7 @@ def grader_command(sub: Submission, opts: Options, results: Path) -> list[str]:
     cmd = [opts.python, "-m", "pytest", str(sub.tests), "-p", "no:cacheprovider", "-q", "-p", "no:randomly",
            "--labcheck-submission", str(sub.path), "--labcheck-exercise", sub.exercise,
            "--labcheck-results", str(results), "--labcheck-timeout", str(opts.timeout),
-           "--labcheck-memory-mb", str(opts.memory_mb)]
+           "--labcheck-memory-mb", str(opts.memory_mb), "--labcheck-min-isolation", opts.min_isolation]
     for d in sub.deny:
         cmd += ["--labcheck-deny", d]
     cmd += ["--labcheck-deny", str(Path(opts.out).resolve())]
@@ -274,8 +278,8 @@ def _stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
     """SIGINT first (pytest then finishes its report and stops the worker), SIGKILL after `grace`."""
     for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 10.0)):
         try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
+            gradepool.signal_group(proc.pid, sig)
+        except PermissionError:
             return
         try:
             proc.wait(timeout=wait)
@@ -303,9 +307,12 @@ def grade_one(sub: Submission, opts: Options) -> dict:
         env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
         env["PYTHONUNBUFFERED"] = "1"
         with open(log_file, "wb") as log:
-            proc = subprocess.Popen(grader_command(sub, opts, partial_file), stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=paths.repo_root(), env=env,
-                                    start_new_session=True)
+            if opts.grader == "fork":
+                proc = gradepool.launch(grader_command(sub, opts, partial_file), log_file, paths.repo_root(), env)
+            else:
+                proc = subprocess.Popen(grader_command(sub, opts, partial_file), stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, cwd=paths.repo_root(), env=env,
+                                        start_new_session=True)
             with _LIVE_LOCK:
                 _LIVE.add(proc)
             try:
@@ -326,12 +333,15 @@ def grade_one(sub: Submission, opts: Options) -> dict:
     if _INTERRUPTED.is_set():
         partial_file.unlink(missing_ok=True)
         raise Interrupted(sub.name)
-    results = _complete(load_results(partial_file), sub, reason)
+    partial = load_results(partial_file)
+    isolation = (((partial or {}).get("extra_data") or {}).get("labcheck") or {}).get("isolation")
+    results = _complete(partial, sub, reason)
     results["execution_time"] = round(time.monotonic() - start, 2)
     results["extra_data"] = {"labcheck": {
         "finished": True, "exercise": sub.exercise, "submission": str(sub.path), "sha256": sha,
         "grader_sha256": grader_fingerprint(sub), "tests": str(sub.tests), "grader_exit_code": code,
         "expected_failures": list(sub.expected_failures) if sub.expected_failures is not None else None,
+        "isolation": isolation,
     }}
     report.write_json_atomic(results_file, results)
     partial_file.unlink(missing_ok=True)
@@ -386,6 +396,31 @@ def _progress(sub: Submission, res: dict, resumed: bool) -> None:
     print(f"  {tag:8s} {sub.name:40s} {res.get('score', 0):g}/{res.get('max_score', 0):g}", flush=True)
 
 
+class Progress:
+    """Submissions done: a tqdm bar (done/total, elapsed, ETA) on a terminal, one line each in a log,
+    nothing with --quiet. Called as grade_many's `progress`."""
+
+    def __init__(self, total: int, quiet: bool = False, stream=None):
+        stream = stream if stream is not None else sys.stderr
+        self.quiet = quiet
+        self.bar = None
+        if not quiet and stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="submission", file=stream, dynamic_ncols=True)
+
+    def __call__(self, sub: Submission, res: dict, resumed: bool) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{sub.name} {res.get('score', 0):g}/{res.get('max_score', 0):g}", refresh=False)
+            self.bar.update(1)
+        elif not self.quiet:
+            _progress(sub, res, resumed)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def main(args) -> int:
     examples = bool(getattr(args, "examples", False))
     if not examples and not args.exercise:
@@ -394,8 +429,22 @@ def main(args) -> int:
     if not examples and not args.submissions:
         print("labcheck grade: give at least one SUBMISSION (or --examples)", file=sys.stderr)
         return 2
+    absent = [str(s) for s in args.submissions if not Path(s).exists()]
+    if absent and not examples:  # a typo must not become a 0-point row of the gradebook
+        print(f"labcheck grade: no such submission: {', '.join(absent)} (nothing graded)", file=sys.stderr)
+        return 2
     opts = Options(out=Path(args.out), jobs=args.jobs, timeout=args.timeout, memory_mb=args.memory_mb,
-                   fresh=args.fresh, total_timeout=getattr(args, "total_timeout", None) or DEFAULT_TOTAL_TIMEOUT)
+                   fresh=args.fresh, total_timeout=getattr(args, "total_timeout", None) or DEFAULT_TOTAL_TIMEOUT,
+                   min_isolation=getattr(args, "min_isolation", None) or "whitelist-fs")
+    from labcheck.sandbox import check_min_isolation
+
+    try:
+        reached = check_min_isolation(opts.min_isolation)
+    except RuntimeError as e:
+        print(f"labcheck grade: {e}", file=sys.stderr)
+        return 2
+    print(f"labcheck grade: worker isolation {reached['level']} ({reached['launcher']})"
+          + (f"; not higher because {reached['why_not_higher']}" if reached["why_not_higher"] else ""), flush=True)
     if examples:
         subs = discover_examples(args.exercise)
         if args.submissions:
@@ -412,20 +461,26 @@ def main(args) -> int:
     opts.out.mkdir(parents=True, exist_ok=True)
     print(f"labcheck grade: {len(subs)} submission(s), {opts.jobs} in parallel, reports in {opts.out}", flush=True)
     start = time.monotonic()
+    progress = Progress(len(subs), quiet=bool(getattr(args, "quiet", False)))
     try:
-        results = grade_many(subs, opts, progress=_progress)
+        results = grade_many(subs, opts, progress=progress)
     except KeyboardInterrupt:
         print(f"\nlabcheck grade: interrupted; run the same command again to resume (reports in {opts.out})",
               file=sys.stderr)
         return 130
+    finally:
+        progress.close()
     rows = report.rows(subs, results)
     report.write_gradebook(opts.out / "gradebook.csv", rows)
     summary = report.summary_markdown(rows, examples=examples)
     (opts.out / "summary.md").write_text(summary)
     print()
     print(report.summary_terminal(rows, examples=examples))
+    from labcheck import dashboard
+
+    index = dashboard.write(opts.out)  # from the results.json files: the same after a resumed run
     print(f"\n{len(subs)} graded in {time.monotonic() - start:.0f} s; gradebook {opts.out / 'gradebook.csv'}, "
-          f"summary {opts.out / 'summary.md'}")
+          f"summary {opts.out / 'summary.md'}" + (f", dashboard {index}" if index else ""))
     if examples:
         return 0 if all(r["expectation_met"] for r in rows) else 1
     return 0

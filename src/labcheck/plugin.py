@@ -9,23 +9,33 @@ Options (group "labcheck"):
   --labcheck-results PATH      write a Gradescope results.json of the graded tests
   --labcheck-deny PATH         an extra path the submission may not read (repeatable)
   --labcheck-reference PATH    the reference module `lab.expect` runs (default: reference/<id>.py)
+  --labcheck-min-isolation L   refuse to grade a submission below this confinement level
+  --labcheck-expected-cache D  folder of the reference's cached answers (default: $LABCHECK_EXPECTED_CACHE
+                               or ~/.cache/labcheck/expected; "none": no disk cache)
 Markers: gpu (needs CUDA, skipped cleanly without it), slow, graded(points=...), exercise(id).
 
-Graded tests take the `lab` fixture: `lab.call(probe, ...)` runs a probe against the submission
-in its sandboxed worker, `lab.expect(probe, ...)` runs the same probe against the reference in
-this process; the test compares the two and so the grader computes every verdict.
+Graded tests take the `lab` fixture: `lab.call(probe, ...)` builds the probe's inputs here, has the
+submission's sandboxed worker call its functions on them and derives the result here;
+`lab.expect(probe, ...)` does the same with the reference in this process. The test compares the two,
+so the grader computes every verdict (the trust boundary: `labcheck.untrusted`).
+
+Each call's deadline follows the work: max(DEADLINE_FACTOR x the reference's time for the same call,
+DEADLINE_FLOOR), at most --labcheck-timeout. A contract function that ran out of time once fails its
+later tests at once (labcheck.sandbox).
 """
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest
 
 from labcheck import paths
 from labcheck.exercises import EXERCISES, REGISTRY
-from labcheck.sandbox import Limits, Sandbox, SubmissionFailure
+from labcheck.sandbox import DEFAULT_MIN_ISOLATION, Limits, Sandbox, SubmissionFailure, isolation_level
+
+DEADLINE_FACTOR = 20.0  # a call may take this many times the reference's time for it ...
+DEADLINE_FLOOR = 5.0  # ... but never less than these seconds (worker warm-up, a loaded machine)
 
 MARKERS = (
     "gpu: needs a CUDA device; skipped cleanly when torch.cuda.is_available() is False",
@@ -74,6 +84,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="extra path a submission may not read (repeatable). Default: %(default)r")
     group.addoption("--labcheck-reference", metavar="PATH", default=None,
                     help="reference module for lab.expect instead of reference/<id>.py. Default: %(default)r")
+    group.addoption("--labcheck-min-isolation", metavar="LEVEL", type=isolation_level, default=DEFAULT_MIN_ISOLATION,
+                    help="refuse to grade a submission below this confinement level (none, hook-only, no-network, "
+                         "whitelist-fs). Default: %(default)r")
+    group.addoption("--labcheck-expected-cache", metavar="DIR", default=None,
+                    help="folder of the reference's cached answers ('none': memory only). "
+                         "Default: $LABCHECK_EXPECTED_CACHE or ~/.cache/labcheck/expected")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -81,6 +97,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     if config.getoption("--labcheck-submission") and not config.getoption("--labcheck-exercise"):
         raise pytest.UsageError("--labcheck-submission needs --labcheck-exercise")
+    if config.getoption("--labcheck-submission"):
+        from labcheck.sandbox import check_min_isolation
+
+        try:
+            check_min_isolation(config.getoption("--labcheck-min-isolation"))
+        except RuntimeError as e:
+            raise pytest.UsageError(str(e)) from None
     state = LabcheckState(config)
     config._labcheck = state  # type: ignore[attr-defined]
     config.pluginmanager.register(state, "labcheck-state")
@@ -144,7 +167,6 @@ class LabSession:
         self.is_reference = submission is None
         self._sandbox: Sandbox | None = None
         self._reference = None
-        self._expected: dict[str, object] = {}
         self.current_item: pytest.Item | None = None
 
     @property
@@ -154,15 +176,23 @@ class LabSession:
             limits = Limits(timeout=cfg.getoption("--labcheck-timeout"), memory_mb=cfg.getoption("--labcheck-memory-mb"),
                             startup_timeout=cfg.getoption("--labcheck-startup-timeout"))
             deny = list(cfg.getoption("--labcheck-deny"))
-            results = cfg.getoption("--labcheck-results")
-            if results:
-                deny.append(str(Path(results).resolve().parent))
+            if self.state.expected.folder is not None:
+                deny.append(str(self.state.expected.folder))
             self._sandbox = Sandbox(self.submission, self.exercise, limits, deny=deny)
         return self._sandbox
 
+    @property
+    def probes(self):
+        return importlib.import_module(f"labcheck.probes.{self.exercise}").PROBES
+
     def call(self, probe: str, **kwargs):
         """The probe's result on the submission (raises SubmissionFailure: the test fails with it)."""
-        return self.sandbox.call(probe, **kwargs)
+        spec = self.probes[probe]
+        inputs = spec.inputs(**kwargs)
+        _, seconds = self._reference_raw(spec, inputs)
+        deadline = max(DEADLINE_FACTOR * seconds, DEADLINE_FLOOR)
+        raw = self.sandbox.call(spec.call, timeout=deadline, **inputs)
+        return spec.result(raw, inputs, spec.arguments(**kwargs))
 
     @property
     def submission(self) -> Path:
@@ -178,18 +208,27 @@ class LabSession:
             self._reference = paths.import_by_path(self.reference_path(), f"labcheck_reference_{self.exercise}")
         return self._reference
 
-    def expect(self, probe: str, **kwargs):
-        """The probe's result on the reference, computed in this (trusted) process and cached."""
+    def _reference_raw(self, spec, inputs: dict):
+        """(raw result, seconds) of the probe's call on the reference, in this (trusted) process; cached."""
         from labcheck import repro, wire
 
-        key = json.dumps([probe, wire.encode(kwargs).hex()])
-        if key not in self._expected:
-            probes = importlib.import_module(f"labcheck.probes.{self.exercise}")
+        sent = wire.encode(inputs)
+        files = [self.reference_path(), Path(importlib.import_module(f"labcheck.untrusted.calls.{self.exercise}").__file__),
+                 Path(importlib.import_module(f"labcheck.probes.{self.exercise}").__file__)]
+        key = self.state.expected.key(files, spec.call, sent)
+
+        def compute():
             with repro.freeze_rng_state():
-                value = probes.PROBES[probe](self.reference_module(), **kwargs)
-            # Round-trip through the wire so expected and actual values have the same types.
-            self._expected[key] = wire.decode(wire.encode(value))
-        return self._expected[key]
+                return spec.call_function()(self.reference_module(), **wire.decode(sent))
+
+        return self.state.expected.get_or_compute(key, compute)
+
+    def expect(self, probe: str, **kwargs):
+        """The probe's result on the reference, computed in this (trusted) process and cached."""
+        spec = self.probes[probe]
+        inputs = spec.inputs(**kwargs)
+        raw, _ = self._reference_raw(spec, inputs)
+        return spec.result(raw, inputs, spec.arguments(**kwargs))
 
     def partial(self, fraction: float, note: str = "") -> None:
         """Award this fraction of the test's points even though it fails (a measured degree)."""
@@ -212,6 +251,10 @@ class LabcheckState:
         self.sessions: dict[str, LabSession] = {}
         self.results: list[dict] = []  # graded tests in the order they ran
         self.planned: dict[str, dict] = {}  # nodeid -> entry, every collected graded test (results.json)
+        from labcheck.probes.expected import ExpectedCache, default_folder
+
+        folder = config.getoption("--labcheck-expected-cache")
+        self.expected = ExpectedCache(None if folder == "none" else (folder or default_folder()))
 
     def lab(self, exercise: str) -> LabSession:
         if exercise not in self.sessions:
@@ -283,7 +326,16 @@ class LabcheckState:
                 entry = {**entry, "output": "not run: the grading session ended before this test"
                          if final else "not run (yet)"}
             tests.append(entry)
-        write_json_atomic(path, gradescope_results(tests))
+        results = gradescope_results(tests)
+        results["extra_data"] = {"labcheck": {"isolation": self.isolation()}}
+        write_json_atomic(path, results)
+
+    def isolation(self) -> dict | None:
+        """The confinement the submission's worker reached (the weakest over the exercises graded)."""
+        from labcheck.sandbox import LEVELS
+
+        reached = [s._sandbox.isolation for s in self.sessions.values() if s._sandbox is not None and s._sandbox.isolation]
+        return min(reached, key=lambda i: LEVELS.index(i["level"])) if reached else None
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self._write(final=True)

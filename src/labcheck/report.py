@@ -57,6 +57,12 @@ def lost_points(results: dict) -> list[dict]:
     return [t for t in results.get("tests", []) if float(t.get("score", 0)) < float(t.get("max_score", 0))]
 
 
+def isolation_of(results: dict) -> str:
+    """The worker's confinement level recorded in a results.json ("?" when no call reached a worker)."""
+    iso = (((results or {}).get("extra_data") or {}).get("labcheck") or {}).get("isolation") or {}
+    return str(iso.get("level") or "?")
+
+
 def rows(subs, results: dict[str, dict]) -> list[dict]:
     """One row per submission: totals, tests that lost points, and (examples) the expectation."""
     out = []
@@ -77,6 +83,7 @@ def rows(subs, results: dict[str, dict]) -> list[dict]:
             "output": res.get("output", ""),
             "expected": sorted(expected) if expected is not None else None,
             "expectation_met": expected is None or set(expected) == set(failed_names) and bool(res.get("tests")),
+            "isolation": isolation_of(res),
         })
     return out
 
@@ -110,20 +117,22 @@ def _first_lines(text: str, n: int = 12, width: int = 200) -> str:
 def summary_markdown(table: list[dict], examples: bool = False) -> str:
     lines = ["# labcheck grades", ""]
     if examples:
-        lines += ["| example | score | expected to lose points on | lost points on | as expected |",
-                  "|---|---:|---|---|:-:|"]
+        lines += ["| example | score | expected to lose points on | lost points on | as expected | isolation |",
+                  "|---|---:|---|---|:-:|---|"]
         for r in table:
             exp = ", ".join(r["expected"] or []) or "(none)" if r["expected"] is not None else "(no EXPECTED_FAILURES)"
             got = ", ".join(r["failed_names"]) or "(none)"
             lines.append(f"| {r['name']} | {r['score']:g}/{r['max_score']:g} | {exp} | {got} | "
-                         f"{'yes' if r['expectation_met'] else '**NO**'} |")
+                         f"{'yes' if r['expectation_met'] else '**NO**'} | {r['isolation']} |")
     else:
-        lines += ["| submission | exercise | score | % | lost points on |", "|---|---|---:|---:|---|"]
+        lines += ["| submission | exercise | score | % | lost points on | isolation |", "|---|---|---:|---:|---|---|"]
         for r in table:
             pct = 100.0 * r["score"] / r["max_score"] if r["max_score"] else 0.0
             got = ", ".join(r["failed_names"]) or "-"
-            lines.append(f"| {r['name']} | {r['exercise']} | {r['score']:g}/{r['max_score']:g} | {pct:.0f} | {got} |")
-    lines.append("")
+            lines.append(f"| {r['name']} | {r['exercise']} | {r['score']:g}/{r['max_score']:g} | {pct:.0f} | {got} | "
+                         f"{r['isolation']} |")
+    lines += ["", "Isolation levels, weakest first: none < hook-only < no-network < whitelist-fs (bubblewrap); "
+              "each report's extra_data.labcheck.isolation says how its worker was confined.", ""]
     for r in table:
         if not r["failed"] and not r["output"]:
             continue
@@ -140,7 +149,7 @@ def summary_terminal(table: list[dict], examples: bool = False) -> str:
     width = max([len(r["name"]) for r in table] + [10])
     out = []
     for r in table:
-        line = f"{r['name']:{width}s}  {r['score']:7g} / {r['max_score']:<7g}"
+        line = f"{r['name']:{width}s}  {r['score']:7g} / {r['max_score']:<7g}  [{r['isolation']}]"
         if examples:
             mark = "ok " if r["expectation_met"] else "MISMATCH"
             exp = ",".join(r["expected"] or []) if r["expected"] is not None else "?"

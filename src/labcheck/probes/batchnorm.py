@@ -1,68 +1,35 @@
-"""Probes for `batchnorm` (BatchNorm MLPs, shared/CONTRACTS.md), and the canonical forward the grader uses.
+"""Probes for `batchnorm` (BatchNorm MLPs, shared/CONTRACTS.md), grader side, and the canonical forward.
 
-The architecture is judged by behaviour, never by attribute names: a probe finds the submission's
-nn.Linear and BatchNorm modules by type, gives the BatchNorms non-trivial affine parameters and
-running statistics, and returns the model's outputs together with those parameters. The grader
-recomputes the outputs with `canonical_forward` (Linear-ReLU, [Linear-BatchNorm-ReLU] * k, Linear)
-from the submission's own parameters; BatchNorm after the ReLU, on the first layer, or missing
-gives different numbers whatever the modules are called.
+The architecture is judged by behaviour, never by attribute names: the worker's call
+(labcheck.untrusted.calls.batchnorm) returns the model's outputs together with its Linear and
+BatchNorm parameters; the grader recomputes the outputs with `canonical_forward` (Linear-ReLU,
+[Linear-BatchNorm-ReLU] * k, Linear) from the submission's own parameters; BatchNorm after the ReLU,
+on the first layer, or missing gives different numbers whatever the modules are called.
 
-Training is judged from a trace of one `train()` call: a forward pre-hook records every input the
-model sees (with its train/eval mode and whether autograd was on), so the grader can tell the
-mini-batches (which samples, in which order, reshuffled or not), and the probe replays SGD on the
-same batches from the same initial weights with and without momentum for comparison. Verdicts are
-computed in the grader (tests/contract/test_batchnorm_contract.py), never here.
+Training is judged from a trace of one `train()` call: the worker returns every input the model saw
+(with its train/eval mode and whether autograd was on), the initial and final parameters and the
+trained model's eval-mode logits. Here, in the grader, the batches become sample ids (which samples,
+in which order, reshuffled or not), the logits become losses and accuracies, and SGD is replayed on the
+same batches from the same initial weights with and without momentum (`replay_sgd`, with the grader's
+own torch.optim.SGD: a submission that patches torch in its worker changes nothing here).
 """
 from __future__ import annotations
 
 import itertools
 import math
-import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from labcheck.probes import ContractError, Registry, require
+from labcheck.probes import Probes
+from labcheck.untrusted.calls.batchnorm import describe  # noqa: F401  (tests use it)
 
-PROBES = Registry()
-
-TRAIN_PARAMS = ("model", "X", "Y", "X_test", "Y_test")
+PROBES = Probes("batchnorm")
 HISTORY_KEYS = ("train_accuracy", "test_accuracy", "train_loss", "test_loss", "epoch_time")
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers shared by the probes (worker side) and the grader
-
-
-def _norm_modules(net: nn.Module) -> list[nn.Module]:
-    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def _linear_modules(net: nn.Module) -> list[nn.Linear]:
-    return [m for m in net.modules() if isinstance(m, nn.Linear)]
-
-
-def _clone(t):
-    return None if t is None else t.detach().clone().cpu()
-
-
-def describe(net: nn.Module) -> dict:
-    """The model's parameters by module type, in registration order (plain data)."""
-    owners = sorted({type(m).__name__ for m in net.modules()
-                     if any(True for _ in m.parameters(recurse=False))
-                     and not isinstance(m, (nn.Linear, nn.modules.batchnorm._BatchNorm))})
-    return {
-        "param_shapes": [list(p.shape) for p in net.parameters()],
-        "linears": [{"weight": _clone(m.weight), "bias": _clone(m.bias)} for m in _linear_modules(net)],
-        "norms": [{
-            "weight": _clone(m.weight), "bias": _clone(m.bias),
-            "running_mean": _clone(m.running_mean), "running_var": _clone(m.running_var),
-            "eps": float(m.eps), "momentum": None if m.momentum is None else float(m.momentum),
-            "type": type(m).__name__,
-        } for m in _norm_modules(net)],
-        "other_parameter_modules": owners,
-    }
 
 
 PLACEMENTS = ("before_relu", "after_relu", "first_layers", "unused")
@@ -148,77 +115,6 @@ def match_canonical(x: torch.Tensor, got: torch.Tensor, layers: dict, training: 
     return best
 
 
-def randomize_norms(net: nn.Module, x_stats: torch.Tensor, seed: int) -> None:
-    """Give every BatchNorm realistic but non-default state: running statistics near those of a real
-    batch (so outputs stay in a sane range) and random affine parameters (beta < 0 for some features,
-    so a ReLU before or after the BatchNorm makes a difference)."""
-    g = torch.Generator().manual_seed(seed)
-    norms = _norm_modules(net)
-    inputs = {}
-    hooks = [m.register_forward_pre_hook(lambda m, a: inputs.__setitem__(m, a[0].detach().clone())) for m in norms]
-    was_training = net.training
-    net.train()
-    with torch.no_grad():
-        net(x_stats)
-    net.train(was_training)
-    for h in hooks:
-        h.remove()
-    with torch.no_grad():
-        for m in norms:
-            z = inputs.get(m)
-            if z is not None:  # statistics of its real input
-                z = z.transpose(0, 1).reshape(z.shape[1], -1) if z.dim() > 1 else z[:, None]  # (C, B*)
-                mean, var = z.mean(dim=1), z.var(dim=1)  # (C,)
-            else:  # never called in forward(): still make it differ from the identity
-                mean, var = torch.zeros(m.num_features), torch.ones(m.num_features)
-            if m.running_mean is not None:
-                m.running_mean.copy_(mean + 0.2 * var.sqrt() * torch.randn(mean.shape, generator=g))
-                m.running_var.copy_(var * torch.empty(var.shape).uniform_(0.7, 1.4, generator=g) + 1e-3)
-            if m.weight is not None:
-                m.weight.copy_(torch.empty(m.weight.shape).uniform_(0.5, 1.5, generator=g))
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g))
-
-
-def _build(impl, model: str, seed: int) -> nn.Module:
-    cls = require(impl, model)
-    torch.manual_seed(seed)
-    net = cls()
-    if not isinstance(net, nn.Module):
-        raise ContractError(f"`{model}()` returned a {type(net).__name__}, not a torch.nn.Module")
-    return net
-
-
-# ---------------------------------------------------------------------------------------------
-# Probes
-
-
-@PROBES.probe
-def architecture(impl, model: str, seed: int, x: torch.Tensor, x_stats: torch.Tensor) -> dict:
-    """Eval-mode outputs on `x` (whole batch and a few samples alone), with the parameters that made them."""
-    net = _build(impl, model, seed)
-    shapes = [list(p.shape) for p in net.parameters()]
-    randomize_norms(net, x_stats, seed)
-    net.eval()
-    with torch.no_grad():
-        out = net(x)  # (B, 10)
-        alone = torch.cat([net(x[i : i + 1]) for i in range(min(4, len(x)))])  # (4, 10) one sample per call
-    return {"param_shapes": shapes, "layers": describe(net), "out": out, "out_alone": alone,
-            "num_parameters": sum(p.numel() for p in net.parameters())}
-
-
-@PROBES.probe
-def train_mode_pass(impl, model: str, seed: int, x: torch.Tensor, x_stats: torch.Tensor) -> dict:
-    """One train-mode forward on `x`: outputs, and the BatchNorm state before and after it."""
-    net = _build(impl, model, seed)
-    randomize_norms(net, x_stats, seed)
-    before = describe(net)
-    net.train()
-    with torch.no_grad():
-        out = net(x)  # (B, 10), BatchNorm with batch statistics
-    after = describe(net)
-    return {"before": before, "after": after, "out": out}
-
-
 def _match_rows(batch: torch.Tensor, X: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """Index of each batch row in X by cosine similarity (robust to a rescaling such as /255)."""
     a = F.normalize(batch.reshape(len(batch), -1).double(), dim=1)  # (b, 784)
@@ -228,87 +124,91 @@ def _match_rows(batch: torch.Tensor, X: torch.Tensor) -> tuple[torch.Tensor, boo
     return ids, bool((best > 1 - 1e-9).all())
 
 
-def _plain(value):
-    """History entries as they came (tensors stay tensors, so the grader can say so)."""
-    if isinstance(value, (bool, int, float, str, torch.Tensor)) or value is None:
-        return value
+def _chain_order(layers: dict) -> tuple[list[int], list[int]] | None:
+    """Indices of the Linears and BatchNorms in the first canonical order whose shapes chain."""
+    lin = [dict(m, _index=i) for i, m in enumerate(layers["linears"])]
+    nrm = [dict(m, _index=i) for i, m in enumerate(layers["norms"])]
+    if len(lin) != len(nrm) + 2:
+        return None
+    for linears, norms in layer_orders(lin, nrm):
+        chain = [m["weight"].shape for m in linears]
+        if all(a[0] == b[-1] for a, b in zip(chain[:-1], chain[1:])) and all(
+                n["weight"] is None or n["weight"].shape[0] == m["weight"].shape[0]
+                for n, m in zip(norms, linears[1:-1])):
+            return [m["_index"] for m in linears], [n["_index"] for n in norms]
+    return None
+
+
+def replay_sgd(layers: dict, slots: list, steps: list, targets: list, lr: float, momentum: float):
+    """The parameters SGD(lr, momentum) on cross-entropy reaches from `layers` on these batches, in float32
+    with the grader's own torch, for the contract's architecture, in the order `slots` gives (the
+    submission's net.parameters()). None when the parameters do not fit Linear-ReLU, (Linear-BN-ReLU)*k, Linear."""
+    order = _chain_order(layers)
+    if order is None or not slots or any(s is None for s in slots):
+        return None
+    leaves = {}
+    for kind, modules in (("linear", layers["linears"]), ("norm", layers["norms"])):
+        for i, m in enumerate(modules):
+            for attr in ("weight", "bias"):
+                if m[attr] is not None:
+                    leaves[(kind, i, attr)] = m[attr].detach().clone().float().requires_grad_()
+    lin_ids, norm_ids = order
+
+    def param(kind, i, attr):
+        return leaves.get((kind, i, attr))
+
+    def forward(x):
+        first, last = lin_ids[0], lin_ids[-1]
+        h = F.relu(F.linear(x.reshape(len(x), -1), param("linear", first, "weight"), param("linear", first, "bias")))
+        for li, ni in zip(lin_ids[1:-1], norm_ids):
+            z = F.linear(h, param("linear", li, "weight"), param("linear", li, "bias"))  # (B, 512)
+            z = F.batch_norm(z, None, None, param("norm", ni, "weight"), param("norm", ni, "bias"), True, 0.1,
+                             layers["norms"][ni]["eps"])  # (B, 512), batch statistics
+            h = F.relu(z)
+        return F.linear(h, param("linear", last, "weight"), param("linear", last, "bias"))  # (B, 10)
+
+    opt = torch.optim.SGD(list(leaves.values()), lr=lr, momentum=momentum)
+    for xb, yb in zip(steps, targets):
+        loss = F.cross_entropy(forward(xb.float()), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     try:
-        import numpy as np
-
-        if isinstance(value, (np.generic, np.ndarray)):
-            return value
-    except ImportError:  # pragma: no cover
-        pass
-    return repr(value)[:200]
+        return [leaves[tuple(s)].detach().clone() for s in slots]
+    except KeyError:
+        return None
 
 
-@PROBES.probe
-def train_trace(impl, model: str, seed: int, X: torch.Tensor, Y: torch.Tensor, X_test: torch.Tensor,
-                Y_test: torch.Tensor, n_epochs: int, batch_size: int, lr: float, momentum: float) -> dict:
-    """Run the submission's train() once and return what it did (see module docstring)."""
-    train = require(impl, "train", TRAIN_PARAMS)
-    net = _build(impl, model, seed)
-    init = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    calls = []
-
-    def record(module, args):
-        if args and isinstance(args[0], torch.Tensor):
-            calls.append((module.training, torch.is_grad_enabled(), args[0].detach().clone().cpu()))
-
-    handle = net.register_forward_pre_hook(record)
-    torch.manual_seed(seed + 1)
-    start = time.perf_counter()
-    history = train(net, X.clone(), Y.clone(), X_test.clone(), Y_test.clone(), n_epochs=n_epochs,
-                    batch_size=batch_size, lr=lr, momentum=momentum)
-    wall = time.perf_counter() - start
-    handle.remove()
-    if not isinstance(history, dict):
-        raise ContractError(f"train() returned a {type(history).__name__}, not a dict")
-
-    # The mini-batches: forward passes in train mode with autograd on (one per optimizer step).
-    steps = [x for training, grad, x in calls if training and grad]
-    others = [{"training": training, "grad": grad, "size": len(x)} for training, grad, x in calls
-              if not (training and grad)]
+def _trace_result(raw: dict, inputs: dict, kwargs: dict) -> dict:
+    """Batch ids, eval-mode metrics and SGD replays of one train() trace, computed here."""
+    X, Y = inputs["X"], inputs["Y"]
     batch_ids, all_matched = [], True
-    for xb in steps:
+    for xb in raw["steps"]:
         ids, ok = _match_rows(xb, X)
         batch_ids.append(ids)
         all_matched &= ok
-
-    # The final model in eval mode over both full sets.
-    net.eval()
-    with torch.no_grad():
-        metrics = {}
-        for split, xs, ys in (("train", X, Y), ("test", X_test, Y_test)):
-            logits = net(xs.float())  # (N, 10)
-            metrics[f"{split}_loss"] = F.cross_entropy(logits, ys).item()
-            metrics[f"{split}_accuracy"] = (logits.argmax(dim=1) == ys).double().mean().item()
-
-    # SGD replayed on the recorded batches from the same initial weights, with and without momentum.
+    metrics = {}
+    for split, ys in (("train", Y), ("test", inputs["Y_test"])):
+        logits = raw["eval_logits"][split].float()  # (N, 10)
+        if tuple(logits.shape) != (len(ys), 10):
+            raise AssertionError(f"the trained model gives outputs of shape {tuple(logits.shape)} on the "
+                                 f"{split} set, expected ({len(ys)}, 10)")
+        metrics[f"{split}_loss"] = F.cross_entropy(logits, ys).item()
+        metrics[f"{split}_accuracy"] = (logits.argmax(dim=1) == ys).double().mean().item()
     replays = {}
-    if all_matched and steps:
-        for name, mom in (("momentum", momentum), ("plain", 0.0)):
-            twin = _build(impl, model, seed)
-            twin.load_state_dict(init)
-            twin.train()
-            opt = torch.optim.SGD(twin.parameters(), lr=lr, momentum=mom)
-            for xb, ids in zip(steps, batch_ids):
-                loss = F.cross_entropy(twin(xb), Y[ids])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            replays[name] = [p.detach().clone() for p in twin.parameters()]
+    if all_matched and raw["steps"]:
+        targets = [Y[ids] for ids in batch_ids]
+        for name, mom in (("momentum", inputs["momentum"]), ("plain", 0.0)):
+            replayed = replay_sgd(raw["initial_layers"], raw["slots"], raw["steps"], targets, inputs["lr"], mom)
+            if replayed is not None:
+                replays[name] = replayed
+    return {"history": raw["history"], "wall_time": raw["wall_time"], "batch_ids": batch_ids,
+            "rows_matched": all_matched, "other_calls": raw["other_calls"], "eval_metrics": metrics,
+            "initial": raw["initial"], "final": raw["final"], "replays": replays}
 
-    return {
-        "history": {str(k): [_plain(v) for v in vals] if isinstance(vals, (list, tuple)) else _plain(vals)
-                    for k, vals in history.items()},
-        "wall_time": wall,
-        "batch_ids": batch_ids,
-        "rows_matched": all_matched,
-        "other_calls": others,
-        "eval_metrics": metrics,
-        "initial": [init[k].clone() for k, _ in net.named_parameters()] if all(
-            k in init for k, _ in net.named_parameters()) else None,
-        "final": [p.detach().clone() for p in net.parameters()],
-        "replays": replays,
-    }
+
+PROBES.passthrough("architecture", "train_mode_pass")
+PROBES.add("train_trace", result=_trace_result)
+architecture = PROBES["architecture"]  # callable in-process on a trusted module: architecture(ref, "MLP", ...)
+train_mode_pass = PROBES["train_mode_pass"]
+train_trace = PROBES["train_trace"]

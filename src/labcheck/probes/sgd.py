@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from labcheck import repro
-from labcheck.probes import Registry, require
+from labcheck.probes import Probes
+from labcheck.untrusted.calls.sgd import leaf_params  # noqa: F401  (used by the graded tests)
 
-PROBES = Registry()
+PROBES = Probes("sgd")
 
 SIZES = (784, 100, 100, 10)  # the exercise's network: input, two hidden layers, classes
 KEYS = ("W0", "b0", "W1", "b1", "W2", "b2")
@@ -63,11 +64,6 @@ def trusted_params(seed: int, bias_std: float = 0.1) -> dict[str, torch.Tensor]:
     return params
 
 
-def leaf_params(params: dict) -> dict[str, torch.Tensor]:
-    """Fresh float32 leaves requiring grad from plain tensors (what arrives over the wire)."""
-    return {k: torch.as_tensor(params[k]).detach().clone().float().requires_grad_() for k in KEYS}
-
-
 def trusted_forward(x: torch.Tensor, params: dict) -> torch.Tensor:
     h = torch.relu(x.flatten(start_dim=1) @ params["W0"] + params["b0"])  # (B, 100)
     h = torch.relu(h @ params["W1"] + params["b1"])  # (B, 100)
@@ -79,171 +75,71 @@ def random_batch(seed: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(batch, 784, generator=g), torch.randint(0, 10, (batch,), generator=g)  # (B, 784), (B,)
 
 
-def _loader(x, y, batch_size, shuffle=False, seed=0):
-    from torch.utils.data import DataLoader, TensorDataset
-
-    generator = repro.generator(seed) if shuffle else None
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=generator)
-
-
-def _as_float(value, what: str) -> float:
-    try:
-        return float(torch.as_tensor(value).detach().cpu().item())
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"{what} should be a number, got {type(value).__name__}: {str(value)[:80]}") from None
-
-
-def _pair(result, what: str) -> tuple[float, float]:
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise TypeError(f"{what} should return a pair (mean_loss, accuracy), got {type(result).__name__}")
-    return _as_float(result[0], f"{what}'s mean_loss"), _as_float(result[1], f"{what}'s accuracy")
-
-
 def _prefilled_dict(seed: int) -> dict[str, torch.Tensor]:
     """The seed's starting dict: uniform(-1, 1) tensors of the exercise's shapes, not requiring grad."""
     g = repro.generator(seed + 7919)
     return {k: torch.rand(SHAPES[k], generator=g) * 2 - 1 for k in KEYS}
 
 
-def _grad_sizes(params) -> list:
-    """Largest |grad| per parameter, or None where .grad is None (a measurement, not a verdict)."""
-    return [None if p.grad is None else float(p.grad.detach().abs().max()) for p in params]
+def _plain(params: dict) -> dict:
+    return {k: v.detach().clone() for k, v in params.items()}
 
 
 # ---------------------------------------------------------------------------------------------
-# Probes
+# Probes: inputs built here, calls in labcheck.untrusted.calls.sgd, metrics computed here
 
 
-@PROBES.probe
-def init_params(impl, seed: int):
-    """initialize_nn on a seed-style dict of uniform tensors, after seeding every RNG with `seed`."""
-    initialize_nn = require(impl, "initialize_nn", ("param_dict",))
-    param_dict = _prefilled_dict(seed)
-    repro.seed_everything(seed)
-    returned = initialize_nn(param_dict)
-    tensors, meta = {}, {}
-    for key, value in param_dict.items():
-        key = str(key)
-        if isinstance(value, torch.Tensor):
-            tensors[key] = value.detach().cpu().float()
-            meta[key] = {"shape": list(value.shape), "dtype": str(value.dtype), "device": str(value.device),
-                         "requires_grad": bool(value.requires_grad), "is_leaf": bool(value.is_leaf)}
-        else:
-            meta[key] = {"type": type(value).__name__}
-    return {"returned_same_dict": returned is param_dict, "returned_type": type(returned).__name__,
-            "tensors": tensors, "meta": meta}
+PROBES.add("init_params", inputs=lambda seed: {"param_dict": _prefilled_dict(seed), "seed": seed})
 
 
-@PROBES.probe
-def forward(impl, seed: int, batch: int):
-    """my_nn on one batch given as (B, 784), (B, 28, 28) and (B, 1, 28, 28); gradients of its loss."""
-    my_nn = require(impl, "my_nn", ("input", "param_dict"))
-    params = trusted_params(seed)
+def _forward_inputs(seed: int, batch: int) -> dict:
+    """One batch given as (B, 784), (B, 28, 28) and (B, 1, 28, 28) to my_nn, on trusted parameters."""
     x, y = random_batch(seed, batch)  # (B, 784), (B,)
-    shapes = [(batch, 784), (batch, 28, 28), (batch, 1, 28, 28)]
-    outputs = []
-    for shape in shapes:
-        try:
-            with torch.no_grad():
-                outputs.append(torch.as_tensor(my_nn(x.clone().reshape(shape), params)).detach().float())
-        except Exception as e:  # one failing shape must not hide the others
-            outputs.append(f"{type(e).__name__}: {str(e)[:300]}")
-    grads, grad_error = None, None
-    try:
-        out = my_nn(x.clone(), params)  # (B, 10)
-        if not (isinstance(out, torch.Tensor) and out.requires_grad):
-            grad_error = "my_nn's output does not depend on the parameters through autograd (no grad_fn)"
-        else:
-            F.cross_entropy(out, y).backward()
-            grads = {k: None if p.grad is None else p.grad.detach().clone() for k, p in params.items()}
-    except Exception as e:
-        grad_error = f"{type(e).__name__}: {str(e)[:300]}"
-    return {"shapes": [list(s) for s in shapes], "outputs": outputs, "grads": grads, "grad_error": grad_error}
+    return {"params": _plain(trusted_params(seed)), "x": x, "y": y,
+            "shapes": [[batch, 784], [batch, 28, 28], [batch, 1, 28, 28]]}
 
 
-@PROBES.probe
-def sgd_steps(impl, seed: int, lrs: list, batch: int = 64):
-    """len(lrs) rounds of backward + sgd_step(list of the 6 tensors, lr); the probe never zeroes grads."""
-    sgd_step = require(impl, "sgd_step", ("params", "lr"))
-    params = trusted_params(seed)
-    plist = [params[k] for k in KEYS]
+PROBES.add("forward", inputs=_forward_inputs, result=lambda raw, inputs, kw: {**raw, "shapes": inputs["shapes"]})
+
+
+def _steps_inputs(seed: int, lrs: list, batch: int = 64, **extra) -> dict:
     x, y = random_batch(seed, batch)
-    trajectory, grads_after = [], []
-    for lr in lrs:
-        F.cross_entropy(trusted_forward(x, params), y).backward()
-        sgd_step(plist, lr)
-        trajectory.append([p.detach().clone() for p in plist])
-        grads_after.append(_grad_sizes(plist))
-    return {"params": trajectory, "grads_after": grads_after}
+    return {"params": _plain(trusted_params(seed)), "x": x, "y": y, "lrs": list(lrs), **extra}
 
 
-@PROBES.probe
-def momentum_steps(impl, seed: int, lrs: list, mu: float, batch: int = 64):
-    """len(lrs) rounds of backward + sgd_momentum_step(params, velocities, lr, mu), velocities from zeros."""
-    step = require(impl, "sgd_momentum_step", ("params", "velocities", "lr", "mu"))
-    params = trusted_params(seed)
-    plist = [params[k] for k in KEYS]
-    velocities = [torch.zeros_like(p) for p in plist]
-    x, y = random_batch(seed, batch)
-    trajectory, vel, grads_after = [], [], []
-    for lr in lrs:
-        F.cross_entropy(trusted_forward(x, params), y).backward()
-        step(plist, velocities, lr, mu)
-        trajectory.append([p.detach().clone() for p in plist])
-        vel.append([torch.as_tensor(v).detach().clone() for v in velocities])
-        grads_after.append(_grad_sizes(plist))
-    return {"params": trajectory, "velocities": vel, "grads_after": grads_after}
-
-
-@PROBES.probe
-def evaluate_loader(impl, params: dict, x, y, batch_size: int):
-    """evaluate(param_dict, DataLoader(x, y, batch_size, no shuffle, last batch kept))."""
-    evaluate = require(impl, "evaluate", ("param_dict", "loader"))
-    return _pair(evaluate(leaf_params(params), _loader(x, y, batch_size)), "evaluate")
-
-
-@PROBES.probe
-def train(impl, params: dict, x, y, batch_size: int, lr: float, epochs: int, momentum: float):
-    """train_sgd from the given parameters on an unshuffled DataLoader (same batches every epoch)."""
-    train_sgd = require(impl, "train_sgd", ("param_dict", "loader"))
-    param_dict = leaf_params(params)
-    result = train_sgd(param_dict, _loader(x, y, batch_size), lr=lr, epochs=epochs, momentum=momentum)
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise TypeError(f"train_sgd should return (batch_losses, batch_accuracies), got {type(result).__name__}")
-    losses, accs = result
-    return {"losses": [_as_float(v, "a batch loss") for v in losses],
-            "accuracies": [_as_float(v, "a batch accuracy") for v in accs],
-            "params": {k: torch.as_tensor(param_dict[k]).detach().clone() for k in KEYS}}
+PROBES.add("sgd_steps", inputs=lambda seed, lrs, batch=64: _steps_inputs(seed, lrs, batch))
+PROBES.add("momentum_steps", inputs=lambda seed, lrs, mu, batch=64: _steps_inputs(seed, lrs, batch, mu=mu))
+PROBES.passthrough("evaluate_loader", "train")
 
 
 @torch.no_grad()
 def _trusted_metrics(params, x, y) -> tuple[float, float]:
-    logits = trusted_forward(x, {k: torch.as_tensor(params[k]).float() for k in KEYS})  # (N, 10)
+    """Loss and accuracy of the exercise's network with these parameters (in the grader, never the worker)."""
+    try:
+        weights = {k: torch.as_tensor(params[k]).float() for k in KEYS}
+        logits = trusted_forward(x, weights)  # (N, 10)
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise AssertionError(f"the parameters in param_dict cannot be evaluated ({type(e).__name__}: {e}): "
+                             f"expected keys {KEYS} of shapes {SHAPES}") from None
     return F.cross_entropy(logits, y).item(), (logits.argmax(dim=1) == y).float().mean().item()
 
 
-@PROBES.probe
-def init_eval(impl, seed: int, x, y):
-    """Test loss and accuracy (computed here, by the probe) of the network initialize_nn draws."""
-    initialize_nn = require(impl, "initialize_nn", ("param_dict",))
-    param_dict = _prefilled_dict(seed)
-    repro.seed_everything(seed)
-    initialize_nn(param_dict)
-    return _trusted_metrics(param_dict, x, y)
+def _init_eval_inputs(seed: int, x, y) -> dict:
+    return {"param_dict": _prefilled_dict(seed), "seed": seed}
 
 
-@PROBES.probe
-def learns(impl, seed: int, x_train, y_train, x_test, y_test, epochs: int, lr: float, momentum: float,
-           batch_size: int):
-    """initialize_nn then train_sgd on a shuffled loader; test metrics computed here, by the probe."""
-    initialize_nn = require(impl, "initialize_nn", ("param_dict",))
-    train_sgd = require(impl, "train_sgd", ("param_dict", "loader"))
-    param_dict = _prefilled_dict(seed)
-    repro.seed_everything(seed)
-    initialize_nn(param_dict)
-    loader = _loader(x_train, y_train, batch_size, shuffle=True, seed=seed)
-    train_sgd(param_dict, loader, lr=lr, epochs=epochs, momentum=momentum)
-    return _trusted_metrics(param_dict, x_test, y_test)
+PROBES.add("init_eval", call="initialized", inputs=_init_eval_inputs,
+           result=lambda raw, inputs, kw: _trusted_metrics(raw, kw["x"], kw["y"]))
+
+
+def _learns_inputs(seed: int, x_train, y_train, x_test, y_test, epochs: int, lr: float, momentum: float,
+                   batch_size: int) -> dict:
+    return {"param_dict": _prefilled_dict(seed), "seed": seed, "x_train": x_train, "y_train": y_train,
+            "epochs": epochs, "lr": lr, "momentum": momentum, "batch_size": batch_size}
+
+
+PROBES.add("learns", call="trained", inputs=_learns_inputs,
+           result=lambda raw, inputs, kw: _trusted_metrics(raw, kw["x_test"], kw["y_test"]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,18 +1,18 @@
-"""Probes for the `width` exercise (hw2, performance vs width; contract in CONTRACTS.md).
+"""Probes for the `width` exercise (hw2, performance vs width; contract in CONTRACTS.md), grader side.
 
-Each probe builds its inputs from plain data (seeds, sizes, small data arrays), calls the
-submission's contract names and returns plain data. `make_problem` is shared with the graded
-tests, so the grader can rebuild the very same tensors to explain a wrong answer.
+Inputs are built here from seeds and sizes and sent to the worker (labcheck.untrusted.calls.width);
+whatever is derived from a reply (norms of the weights, which inputs changed, the true accuracy of the
+labels) is computed here from the grader's own copy of the inputs. `make_problem` is shared with the
+graded tests, so the grader can rebuild the very same tensors to explain a wrong answer.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from labcheck import repro
-from labcheck.probes import Registry, require
+from labcheck.probes import Probes
 
-PROBES = Registry()
+PROBES = Probes("width")
 N_CLASSES = 10
 
 
@@ -32,82 +32,73 @@ def make_problem(seed: int, n: int, d: int, width: int, weight_scale: float | No
     return X, y, ws, bs
 
 
-@PROBES.probe
-def mlp_forward(impl, seed: int, n: int, d: int, widths: list):
-    """mlp on weights for layer sizes d, *widths, 10 (std 1/sqrt(fan_in)) and biases of std 0.1."""
-    mlp = require(impl, "mlp", ("X", "ws", "bs"))
+def _problem(seed: int, n: int, d: int, width: int) -> dict:
+    X, y, ws, bs = make_problem(seed, n, d, width)
+    return {"X": X, "y": y, "ws": ws, "bs": bs}
+
+
+def _mlp_inputs(seed: int, n: int, d: int, widths: list) -> dict:
+    """Weights for layer sizes d, *widths, 10 (std 1/sqrt(fan_in)) and biases of std 0.1."""
     g = repro.generator(seed)
     X = torch.randn(n, d, generator=g)  # (n, d)
     sizes = [d, *widths, N_CLASSES]
     ws = [torch.randn(a, b, generator=g) / a**0.5 for a, b in zip(sizes[:-1], sizes[1:])]  # (d_j, d_j+1)
     bs = [0.1 * torch.randn(b, generator=g) for b in sizes[1:]]  # (d_j+1,)
-    with torch.no_grad():
-        return torch.as_tensor(mlp(X, ws, bs)).float()  # (n, K)
+    return {"X": X, "ws": ws, "bs": bs}
 
 
-@PROBES.probe
-def objective(impl, seed: int, n: int, d: int, width: int, reg_params: list):
-    """The objective at each reg_param, and (from the probe itself) the weights' squared norms and norms."""
-    compute_objective = require(impl, "compute_objective", ("ws", "bs", "X", "y", "reg_param"))
-    X, y, ws, bs = make_problem(seed, n, d, width)
-    values = []
-    for reg in reg_params:
-        with torch.no_grad():
-            values.append(float(compute_objective(ws, bs, X, y, reg)))
-    return {
-        "values": values,
-        "squared_norms": [float(w.pow(2).sum()) for w in ws],
-        "norms": [float(w.norm()) for w in ws],
-    }
+PROBES.add("mlp_forward", inputs=_mlp_inputs)
 
 
-@PROBES.probe
-def accuracy(impl, seed: int, n: int, d: int, width: int):
-    compute_accuracy = require(impl, "compute_accuracy", ("ws", "bs", "X", "y"))
-    X, y, ws, bs = make_problem(seed, n, d, width)
-    # Make the labels the network's own predictions for a known fraction of the samples.
-    with torch.no_grad():
-        scores = torch.relu(X @ ws[0] + bs[0]) @ ws[1] + bs[1]  # (n, K)
-    y = scores.argmax(dim=1)
-    flip = torch.arange(n) % 4 == 0  # every 4th label is made wrong
-    y[flip] = (y[flip] + 1) % N_CLASSES
-    value = compute_accuracy(ws, bs, X, y)
-    return {"value": float(value), "type": type(value).__name__, "expected": float(1.0 - flip.float().mean())}
+def _objective_inputs(seed: int, n: int, d: int, width: int, reg_params: list) -> dict:
+    return {**_problem(seed, n, d, width), "reg_params": list(reg_params)}
 
 
-@PROBES.probe
-def sgd_pass(impl, seed: int, n: int, d: int, width: int, reg_param: float, learning_rate: float):
-    """Parameters after one sgd_one_pass from numpy's global RNG seeded with `seed`, and in-place facts."""
-    sgd_one_pass = require(impl, "sgd_one_pass", ("ws", "bs", "X", "y", "reg_param", "learning_rate"))
-    X, y, ws, bs = make_problem(seed, n, d, width)
-    ws = [w.clone().requires_grad_() for w in ws]
-    bs = [b.clone().requires_grad_() for b in bs]
-    before = [p.detach().clone() for p in (*ws, *bs)]
-    np.random.seed(seed)
-    result = sgd_one_pass(ws, bs, X, y, reg_param, learning_rate)
-    after_rng = float(np.random.random())  # where the student left numpy's global stream
-    try:
-        new_ws, new_bs = result
-        returned = [torch.as_tensor(p).detach().clone().float() for p in (*new_ws, *new_bs)]
-    except (TypeError, ValueError):
-        returned = None
-    inputs = [p.detach().clone() for p in (*ws, *bs)]
-    return {
-        "returned": returned,  # what sgd_one_pass returned (None when not a (ws, bs) pair)
-        "inputs": inputs,  # the caller's tensors after the call
-        "inputs_changed": [not torch.equal(a, b) for a, b in zip(before, inputs)],
-        "next_random": after_rng,
-    }
+def _objective_result(values, inputs, kwargs) -> dict:
+    """The objective at each reg_param, and (computed here) the weights' squared norms and norms."""
+    return {"values": values, "squared_norms": [float(w.pow(2).sum()) for w in inputs["ws"]],
+            "norms": [float(w.norm()) for w in inputs["ws"]]}
 
 
-@PROBES.probe
-def train_logs(impl, seed: int, X_train, y_train, X_test, y_test, hidden_size: int, learning_rate: float,
-               passes: int):
-    train_model = require(impl, "train_model", ("X_train", "y_train", "X_test", "y_test", "hidden_size",
-                                                "learning_rate"))
-    repro.seed_everything(seed)
-    logs = train_model(X_train, y_train, X_test, y_test, hidden_size, learning_rate, passes=passes)
-    return np.asarray(logs, dtype=np.float64)
+PROBES.add("objective", inputs=_objective_inputs, result=_objective_result)
+
+
+def _accuracy_inputs(seed: int, n: int, d: int, width: int) -> dict:
+    """Labels that are the network's own predictions except for a number of wrong ones drawn from
+    the seed (1 .. n-1), so the right accuracy differs from call to call and no constant passes."""
+    problem = _problem(seed, n, d, width)
+    X, ws, bs = problem["X"], problem["ws"], problem["bs"]
+    scores = torch.relu(X @ ws[0] + bs[0]) @ ws[1] + bs[1]  # (n, K)
+    y = scores.argmax(dim=1)  # (n,)
+    g = repro.generator(seed + 104729)
+    n_wrong = int(torch.randint(1, n, (1,), generator=g))
+    wrong = torch.randperm(n, generator=g)[:n_wrong]  # (n_wrong,)
+    y[wrong] = (y[wrong] + 1 + torch.randint(0, N_CLASSES - 1, (n_wrong,), generator=g)) % N_CLASSES
+    return {**problem, "y": y}
+
+
+def _accuracy_result(raw, inputs, kwargs) -> dict:
+    X, y, ws, bs = inputs["X"], inputs["y"], inputs["ws"], inputs["bs"]
+    scores = torch.relu(X @ ws[0] + bs[0]) @ ws[1] + bs[1]  # (n, K)
+    return {**raw, "expected": float((scores.argmax(dim=1) == y).double().mean())}
+
+
+PROBES.add("accuracy", inputs=_accuracy_inputs, result=_accuracy_result)
+
+
+def _sgd_pass_inputs(seed: int, n: int, d: int, width: int, reg_param: float, learning_rate: float) -> dict:
+    return {**_problem(seed, n, d, width), "seed": seed, "reg_param": reg_param, "learning_rate": learning_rate}
+
+
+def _sgd_pass_result(raw, inputs, kwargs) -> dict:
+    before = [*inputs["ws"], *inputs["bs"]]
+    changed = [not (torch.is_tensor(a) and a.shape == b.shape and torch.equal(a, b))
+               for a, b in zip(raw["inputs"], before)]
+    return {**raw, "inputs_changed": changed}
+
+
+PROBES.add("sgd_pass", inputs=_sgd_pass_inputs, result=_sgd_pass_result)
+PROBES.passthrough("train_logs", "divergent_lr", "interpolation")
 
 
 def _quadratic_diverges(curvature: float, steps: int = 50):
@@ -118,38 +109,3 @@ def _quadratic_diverges(curvature: float, steps: int = 50):
             w -= lr * curvature * w
         return not abs(w) <= 1.0
     return diverges
-
-
-@PROBES.probe
-def divergent_lr(impl, cases: list):
-    """find_divergent_lr on each case {"kind": "threshold"|"quadratic", "value": float, "start": float|None}."""
-    find_divergent_lr = require(impl, "find_divergent_lr", ("diverges",))
-    out = []
-    for case in cases:
-        if case["kind"] == "threshold":
-            threshold = float(case["value"])
-            rule = lambda lr, t=threshold: lr > t  # noqa: E731
-        else:
-            rule = _quadratic_diverges(float(case["value"]))
-        calls: list[float] = []
-
-        def diverges(lr, rule=rule, calls=calls):
-            calls.append(float(lr))
-            return bool(rule(float(lr)))
-
-        if case.get("start") is None:
-            eta = find_divergent_lr(diverges)
-        else:
-            eta = find_divergent_lr(diverges, start=case["start"])
-        out.append({"eta": float(eta), "calls": calls[:200], "n_calls": len(calls)})
-    return out
-
-
-@PROBES.probe
-def interpolation(impl, logs_list: list):
-    interpolation_pass = require(impl, "interpolation_pass", ("logs",))
-    results = []
-    for logs in logs_list:
-        value = interpolation_pass(np.asarray(logs))
-        results.append(None if value is None else int(value))
-    return results

@@ -1,0 +1,284 @@
+"""The class dashboard of a grading run: OUT/index.html and each student's OUT/<name>/feedback.md.
+
+    labcheck grade ... --out OUT      writes it after grading (also after a resumed run)
+    python -m labcheck.dashboard OUT  rebuilds it from the reports alone
+
+Built from the OUT/**/results.json files only (labcheck.grade writes them, one per submission),
+never from the run's memory, so a resumed or partly regraded run gets the same page. A static
+page, no server: four matplotlib PNGs next to it (OUT/dashboard/),
+  - the score histogram (percent of the maximum),
+  - the failure rate of every graded test,
+  - the diagnosed mistakes ranked by how many students made them,
+  - the grading time of every submission,
+then tables of the mistakes and of the students, each linking to the student's feedback.md and
+results.json. A "mistake" is the diagnosis a contract test gives when it fails: the question it
+asks ("uniform(-1, 1) init (torch.rand * 2 - 1)?"), or else the first line of its message, with
+every number replaced by # so that students whose numbers differ land in one group.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import html
+import json
+import re
+import sys
+from pathlib import Path
+
+from labcheck.report import base_name
+
+FIGURES = "dashboard"  # OUT/dashboard/*.png
+MAX_BARS = 25  # longest bar chart (most frequent first); the tables list everything
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_CLAUSE_END = re.compile(r"(?<=[:;?])\s+|(?<=[.!])\s+(?=[A-Z])|\n")  # where a message's clauses end
+
+
+@dataclasses.dataclass
+class Graded:
+    name: str  # the submission's folder under OUT (e.g. "alice" or "sgd/correct")
+    exercise: str
+    score: float
+    max_score: float
+    seconds: float  # execution_time of its grading
+    tests: list[dict]  # Gradescope-shaped tests of its results.json
+    output: str  # the submission-level message (why it could not be graded, ...)
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.score / self.max_score if self.max_score else 0.0
+
+    @property
+    def failed(self) -> list[dict]:
+        return [t for t in self.tests if float(t.get("score", 0)) < float(t.get("max_score", 0))]
+
+
+def collect(out: Path) -> list[Graded]:
+    """Every finished OUT/**/results.json, sorted by name."""
+    out = Path(out)
+    found = []
+    for path in sorted(out.rglob("results.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        meta = ((data.get("extra_data") or {}).get("labcheck") or {}) if isinstance(data, dict) else {}
+        if not meta.get("finished"):
+            continue
+        found.append(Graded(str(path.parent.relative_to(out)), str(meta.get("exercise", "?")),
+                            float(data.get("score", 0)), float(data.get("max_score", 0)),
+                            float(data.get("execution_time", 0) or 0), list(data.get("tests") or []),
+                            str(data.get("output") or "")))
+    return found
+
+
+def diagnosis(output: str) -> str:
+    """What the failure says the mistake is: its question hints, else its first line (numbers kept)."""
+    text = str(output or "").strip()
+    text = re.sub(r"^(?:\[\w+\]\s*)?(?:AssertionError|Failed):\s*", "", text)
+    hints = questions(text.split("\nassert ")[0])
+    if hints:
+        return " ".join(hints)
+    return (text.splitlines() or ["(no message)"])[0][:160]
+
+
+def questions(text: str) -> list[str]:
+    """The clauses of a message that ask a question: the contract tests' named mistakes."""
+    return list(dict.fromkeys(c.strip() for c in _CLAUSE_END.split(text) if c.strip().endswith("?")
+                              and len(c.strip()) > 8))
+
+
+WHOLE_SUBMISSION = "(whole submission)"  # the "test" of failures that are not one test's: load errors, time-outs
+_WHOLE_MARKS = ("not graded:", "could not be loaded", "did not finish loading")
+
+
+def mistake_key(test: dict) -> tuple[str, str]:
+    """(test, diagnosis with every number as #): the group a failure belongs to."""
+    text = diagnosis(test.get("output", ""))
+    whole = any(mark in text for mark in _WHOLE_MARKS)
+    return WHOLE_SUBMISSION if whole else base_name(test["name"]), _NUMBER.sub("#", text)
+
+
+@dataclasses.dataclass
+class Mistake:
+    test: str
+    text: str  # the diagnosis, numbers as #
+    example: str  # one student's full diagnosis
+    students: list[str]
+
+
+def mistakes(graded: list[Graded]) -> list[Mistake]:
+    """Diagnosed mistakes, most students first (a student counts once per mistake)."""
+    groups: dict[tuple[str, str, str], Mistake] = {}
+    for g in graded:
+        for t in g.failed:
+            test, text = mistake_key(t)
+            key = (g.exercise, test, text)
+            if key not in groups:
+                groups[key] = Mistake(test if len({x.exercise for x in graded}) == 1 else f"{g.exercise}::{test}",
+                                      text, diagnosis(t.get("output", "")), [])
+            if g.name not in groups[key].students:
+                groups[key].students.append(g.name)
+    return sorted(groups.values(), key=lambda m: (-len(m.students), m.test, m.text))
+
+
+def failure_rates(graded: list[Graded]) -> list[tuple[str, float, int]]:
+    """(test, fraction of its submissions that lost points on it, how many were graded on it)."""
+    several = len({g.exercise for g in graded}) > 1
+    seen: dict[str, list[bool]] = collections.defaultdict(list)
+    for g in graded:
+        lost = {t["name"] for t in g.failed}
+        for t in g.tests:
+            seen[f"{g.exercise}::{t['name']}" if several else t["name"]].append(t["name"] in lost)
+    return [(name, sum(v) / len(v), len(v)) for name, v in seen.items()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def _figures(graded: list[Graded], ranked: list[Mistake], folder: Path) -> dict[str, str]:
+    """The four PNGs; returns {title: file name}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {}
+
+    def save(fig, name: str, title: str) -> None:
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=100)
+        plt.close(fig)
+        made[title] = name
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.hist([g.percent for g in graded], bins=[i * 10 for i in range(11)], color="#4878a8", edgecolor="white")
+    ax.set_xlabel("score (% of the maximum)")
+    ax.set_ylabel("submissions")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlim(0, 100)
+    save(fig, "scores.png", "Score histogram")
+
+    rates = sorted(failure_rates(graded), key=lambda r: -r[1])[:MAX_BARS]
+    fig, ax = plt.subplots(figsize=(8, 0.8 + 0.3 * max(1, len(rates))))
+    ax.barh([r[0] for r in rates][::-1], [100 * r[1] for r in rates][::-1], color="#c0504d")
+    ax.set_xlabel("submissions that lost points on the test (%)")
+    ax.set_xlim(0, 100)
+    save(fig, "failure_rate.png", "Failure rate per test")
+
+    top = ranked[:MAX_BARS]
+    fig, ax = plt.subplots(figsize=(9, 0.8 + 0.35 * max(1, len(top))))
+    labels = [f"{m.test}: {m.example[:60]}" + ("..." if len(m.example) > 60 else "") for m in top]
+    ax.barh(labels[::-1], [len(m.students) for m in top][::-1], color="#9bbb59")
+    ax.set_xlabel("students")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    save(fig, "mistakes.png", "Diagnosed mistakes, most frequent first")
+
+    order = sorted(graded, key=lambda g: -g.seconds)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    if len(order) <= 40:
+        ax.bar(range(len(order)), [g.seconds for g in order], color="#8064a2")
+        ax.set_xticks(range(len(order)), [g.name for g in order], rotation=70, ha="right", fontsize=7)
+    else:
+        ax.hist([g.seconds for g in order], bins=20, color="#8064a2", edgecolor="white")
+        ax.set_xlabel("seconds")
+    ax.set_ylabel("grading time (s)" if len(order) <= 40 else "submissions")
+    save(fig, "grading_time.png", "Grading time per submission")
+    return made
+
+
+# ---------------------------------------------------------------------------------------------
+# Feedback and the page
+
+
+def what_to_check(test: dict) -> str:
+    """The next step for a student, from how the test failed."""
+    out = str(test.get("output", ""))
+    if "not graded" in out or "exceeded the total grading time" in out or "did not return within" in out:
+        return "Your code was too slow or never returned: look for infinite loops and for work repeated per call."
+    if "could not be loaded" in out or "did not finish loading" in out:
+        return "The file must load on its own: keep only imports, functions, classes and constants at the top level."
+    if "NameError" in out:
+        return "A name your functions use is not defined when the file is loaded on its own."
+    hints = questions(out)
+    if hints:
+        return "Check: " + " ".join(hints)
+    return "Compare your function with the contract's description of it (shapes, in-place updates, return values)."
+
+
+def feedback_markdown(g: Graded) -> str:
+    lines = [f"# Feedback: {g.name}", "", f"Exercise `{g.exercise}`: **{g.score:g} / {g.max_score:g}** "
+             f"({g.percent:.0f}%), graded in {g.seconds:.0f} s.", ""]
+    if g.output:
+        lines += ["```", g.output.strip()[:2000], "```", ""]
+    if not g.failed:
+        lines += ["Every graded test passed.", ""]
+    else:
+        lines += ["## What failed", ""]
+        for t in g.failed:
+            lines += [f"### {t['name']} ({float(t['score']):g} / {float(t['max_score']):g})", "",
+                      f"**Diagnosis:** {diagnosis(t.get('output', ''))}", "",
+                      f"**What to check:** {what_to_check(t)}", "", "```",
+                      str(t.get("output", "")).strip()[:3000], "```", ""]
+    passed = [t["name"] for t in g.tests if t not in g.failed]
+    if passed and g.failed:
+        lines += ["## Passed", "", ", ".join(f"`{n}`" for n in passed), ""]
+    return "\n".join(lines)
+
+
+_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;
+vertical-align:top}th{background:#eee}td.n{text-align:right}img{max-width:100%;border:1px solid #ddd}
+figure{margin:1.5em 0}"""
+
+
+def index_html(graded: list[Graded], ranked: list[Mistake], figures: dict[str, str], links: list[str]) -> str:
+    e = html.escape
+    scores = sorted(g.percent for g in graded)
+    median = scores[len(scores) // 2] if scores else 0.0
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>labcheck class dashboard</title>"
+             f"<style>{_STYLE}</style></head><body><h1>Class dashboard</h1>",
+             f"<p>{len(graded)} submissions ({', '.join(sorted({g.exercise for g in graded}))}); median score "
+             f"{median:.0f}%, full marks: {sum(g.failed == [] for g in graded)}. "
+             + " ".join(f"<a href='{e(link)}'>{e(link)}</a>" for link in links) + "</p>"]
+    for title, name in figures.items():
+        parts.append(f"<figure><figcaption><h2>{e(title)}</h2></figcaption>"
+                     f"<img src='{FIGURES}/{e(name)}' alt='{e(title)}'></figure>")
+    parts.append("<h2>Mistakes</h2><table><tr><th>students</th><th>test</th><th>diagnosis (one example)</th>"
+                 "<th>who</th></tr>")
+    for m in ranked:
+        who = ", ".join(f"<a href='{e(s)}/feedback.md'>{e(s)}</a>" for s in m.students)
+        parts.append(f"<tr><td class='n'>{len(m.students)}</td><td>{e(m.test)}</td><td>{e(m.example)}</td>"
+                     f"<td>{who}</td></tr>")
+    parts.append("</table><h2>Students</h2><table><tr><th>submission</th><th>exercise</th><th>score</th>"
+                 "<th>%</th><th>lost points on</th><th>time (s)</th><th>reports</th></tr>")
+    for g in graded:
+        lost = ", ".join(sorted({base_name(t["name"]) for t in g.failed})) or "-"
+        parts.append(f"<tr><td>{e(g.name)}</td><td>{e(g.exercise)}</td><td class='n'>{g.score:g}/{g.max_score:g}</td>"
+                     f"<td class='n'>{g.percent:.0f}</td><td>{e(lost)}</td><td class='n'>{g.seconds:.0f}</td>"
+                     f"<td><a href='{e(g.name)}/feedback.md'>feedback</a> "
+                     f"<a href='{e(g.name)}/results.json'>results.json</a></td></tr>")
+    parts.append("</table></body></html>\n")
+    return "\n".join(parts)
+
+
+def write(out: Path) -> Path | None:
+    """Write OUT/index.html, its figures and every OUT/<name>/feedback.md; None when nothing is graded."""
+    out = Path(out)
+    graded = collect(out)
+    if not graded:
+        return None
+    ranked = mistakes(graded)
+    for g in graded:
+        (out / g.name / "feedback.md").write_text(feedback_markdown(g))
+    figures = _figures(graded, ranked, out / FIGURES)
+    links = [name for name in ("gradebook.csv", "summary.md") if (out / name).is_file()]
+    index = out / "index.html"
+    index.write_text(index_html(graded, ranked, figures, links))
+    return index
+
+
+if __name__ == "__main__":
+    written = write(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/grades"))
+    print(written or "no finished results.json found")

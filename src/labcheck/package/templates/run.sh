@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# PrairieLearn's entry point (info.json externalGradingOptions.entrypoint): grade /grade/student/,
+# write /grade/results/results.json.
+#   GRADE_ROOT       the job folder (PrairieLearn: /grade; tests: a temporary folder)
+#   LABCHECK_PYTHON  the Python of the grading image (image/Dockerfile; tests: the developer's .venv)
+set -uo pipefail
+GRADE_ROOT="${GRADE_ROOT:-/grade}"
+LABCHECK_PYTHON="${LABCHECK_PYTHON:-@VENV@/bin/python}"
+export LABCHECK_HOME="$GRADE_ROOT/tests/labcheck"
+export LABCHECK_DATA="${LABCHECK_DATA:-@DATA@}"
+exec "$LABCHECK_PYTHON" -m labcheck.package.prairielearn --root "$GRADE_ROOT"

@@ -1,0 +1,224 @@
+"""Seed studies of a reference: `labcheck bands ID --seeds N` and `labcheck reproduce ID --seeds N`.
+
+Both run reference/<id>.py's `main` once per seed 0..N-1, each run in its own process with one
+thread (labcheck.runner: both cores, or a Dask cluster with --executor dask://HOST:PORT), and collect
+`band_metrics(result)` of every run:
+
+    labcheck bands width --seeds 10 --quick        # writes the quick bands of reference/bands/width.json
+    labcheck reproduce width --seeds 3 --quick --out runs/width-study   # report.md + claims.png
+
+`bands` stores, per metric, the band of labcheck.bands.RULE with n, mean, std, min, max and the
+sweep's provenance (seeds, device, versions, machine, date, command, wall time per run) for the data
+source the runs actually used. `reproduce --seeds` judges the seed notebook's claims
+(reference/claims/<id>.json, labcheck.claims) against the same kind of sweep.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from labcheck import bands, paths, runner
+from labcheck.exercises import get
+
+BUDGETS = ("quick", "full", "dry")  # dry: --dry-run, a pipeline check whose numbers are never stored as bands
+
+
+def budget_name(quick: bool, dry_run: bool) -> str:
+    return "dry" if dry_run else "quick" if quick else "full"
+
+
+def budget_flags(budget: str) -> list[str]:
+    return {"quick": ["--quick"], "full": [], "dry": ["--dry-run"]}[budget]
+
+
+def load_reference(exercise: str):
+    """reference/<exercise>.py, imported by path under a unique module name."""
+    path = get(exercise).reference_path
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (LABCHECK_HOME={paths.repo_root()})")
+    return paths.import_by_path(path, f"labcheck_reference_{exercise}")
+
+
+def run_reference(exercise: str, argv: list[str]) -> dict:
+    """One run of reference/<exercise>.py with command-line `argv`: its band metrics, data source, config.
+
+    Module level so that labcheck.runner can call it in a worker process (the reference file itself is
+    imported by path there, never pickled).
+    """
+    module = load_reference(exercise)
+    result = module.main(module.get_args_parser().parse_args(argv))
+    config = result.get("config", {})
+    return {"metrics": {k: float(v) for k, v in module.band_metrics(result).items()},
+            "data_source": result["data_source"], "device": str(result.get("device", config.get("device", "cpu"))),
+            "config": json.loads(json.dumps(config, default=str))}
+
+
+@dataclasses.dataclass
+class Sweep:
+    """N runs of one reference at one budget, one seed each."""
+    exercise: str
+    budget: str  # "quick", "full" or "dry"
+    seeds: list[int]
+    runs: list[dict]  # run_reference() of each seed, plus "seconds" and "worker"
+    executor: str
+    command: str
+    wall_seconds: float  # the whole sweep, start to end
+
+    @property
+    def data_source(self) -> str:
+        sources = {r["data_source"] for r in self.runs}
+        if len(sources) != 1:
+            raise ValueError(f"runs of one sweep used different data sources: {sorted(sources)}")
+        return sources.pop()
+
+    def values(self, metric: str) -> list[float]:
+        """The metric of every run that reported it (a run may lack a metric, e.g. no width interpolated)."""
+        return [r["metrics"][metric] for r in self.runs if metric in r["metrics"]]
+
+    def metric_names(self) -> list[str]:
+        names: dict[str, None] = {}
+        for r in self.runs:
+            names.update(dict.fromkeys(r["metrics"]))
+        return list(names)
+
+    def provenance(self) -> dict:
+        devices = sorted({r["device"] for r in self.runs})
+        return bands.provenance(
+            self.seeds, ",".join(devices), self.command, data_source=self.data_source, budget=self.budget,
+            seconds=[round(r["seconds"], 2) for r in self.runs], wall_seconds=round(self.wall_seconds, 1),
+            executor=self.executor, torch_threads_per_run=1, load_average=_load_average(),
+            config=self.runs[0]["config"])
+
+
+def run_sweep(exercise: str, seeds: list[int], budget: str, executor: str | None = None,
+              out: Path | None = None, extra_argv: list[str] | None = None, command: str | None = None,
+              log=print) -> Sweep:
+    """Run the reference once per seed at `budget` (plots of each run in out/seed_<s>/ when `out` is set)."""
+    get(exercise)
+    argvs = []
+    for seed in seeds:
+        argv = [*budget_flags(budget), "--seed", str(seed), *(extra_argv or [])]
+        if out is not None:
+            argv += ["--out", str(Path(out) / f"seed_{seed}")]
+        argvs.append(argv)
+    start = time.perf_counter()
+    outcomes = runner.run_outcomes("labcheck.study:run_reference",
+                                   [{"exercise": exercise, "argv": argv} for argv in argvs], executor, log=log)
+    wall = time.perf_counter() - start
+    runs = [{**o.value, "seed": seed, "seconds": o.seconds, "worker": o.worker} for seed, o in zip(seeds, outcomes)]
+    return Sweep(exercise, budget, list(seeds), runs, executor or "local",
+                 command or f"labcheck {' '.join(map(shlex.quote, sys.argv[1:]))}", wall)
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # pragma: no cover - not on every platform
+        return None
+
+
+def seeds_from(n: int, first: int) -> list[int]:
+    seeds = list(range(first, first + n))
+    if bands.HELD_OUT_SEED in seeds:
+        raise SystemExit(f"labcheck: seed {bands.HELD_OUT_SEED} is held out for the band tests; choose other seeds")
+    return seeds
+
+
+# ---------------------------------------------------------------------------------------------
+# labcheck bands
+
+
+def cmd_bands(args) -> int:
+    """`labcheck bands ID --seeds N [--quick] [--executor E]`: measure and store the exercise's bands."""
+    budget = budget_name(args.quick, False)
+    minimum = bands.MIN_RUNS.get(budget, 3)
+    if args.seeds < minimum and not args.allow_few:
+        raise SystemExit(f"labcheck: {budget} bands need at least {minimum} seeds (issue #13); got --seeds {args.seeds} "
+                         "(--allow-few to measure anyway, e.g. into --bands-dir for a test)")
+    seeds = seeds_from(args.seeds, args.first_seed)
+    sweep = run_sweep(args.exercise, seeds, budget, args.executor, extra_argv=args.reference_args)
+    measured = {m: sweep.values(m) for m in sweep.metric_names()}
+    short = {m: len(v) for m, v in measured.items() if len(v) < 2}
+    for m in short:
+        print(f"not banded: {m} was reported by {short[m]} of {len(seeds)} runs")
+        del measured[m]
+    directory = Path(args.bands_dir) if args.bands_dir else None
+    path = bands.write_sweep(args.exercise, budget, sweep.data_source, measured, sweep.provenance(), directory)
+    print(f"{len(measured)} {budget} bands for data source {sweep.data_source!r} from seeds {seeds} written to {path}")
+    per_run = ", ".join(f"{r['seconds']:.1f}" for r in sweep.runs)
+    print(f"wall time per run (s): {per_run}; sweep {sweep.wall_seconds:.1f} s")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# labcheck reproduce ID --seeds N
+
+
+def cmd_reproduce_seeds(args) -> int:
+    """`labcheck reproduce ID --seeds N [--quick|--dry-run] --out DIR`: report.md and claims.png."""
+    from labcheck import claims
+
+    budget = budget_name(args.quick, args.dry_run)
+    out = Path(args.out or f"runs/{args.exercise}-study")
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = seeds_from(args.seeds, args.first_seed)
+    sweep = run_sweep(args.exercise, seeds, budget, args.executor, out=out, extra_argv=args.reference_args)
+    verdicts = claims.judge_all(claims.load(args.exercise), sweep.runs, sweep.data_source)
+    (out / "sweep.json").write_text(json.dumps(
+        {"provenance": sweep.provenance(), "runs": [{k: r[k] for k in ("seed", "data_source", "metrics", "seconds")}
+                                                    for r in sweep.runs]}, indent=1) + "\n")
+    claims.plot(verdicts, out / "claims.png", title=f"{args.exercise}: seed claims vs {len(seeds)} seeds ({budget})")
+    report = claims.report_markdown(args.exercise, verdicts, sweep, image="claims.png")
+    (out / "report.md").write_text(report)
+    print(report)
+    print(f"report in {out / 'report.md'}")
+    return 0
+
+
+def add_study_arguments(p, budget_help: str) -> None:
+    """Flags shared by `labcheck bands` and `labcheck reproduce --seeds`."""
+    p.add_argument("--quick", action="store_true", help=f"{budget_help} at the reference's --quick budget "
+                                                         "(default: False)")
+    p.add_argument("--first-seed", type=int, default=0, metavar="S", help="seeds are S..S+N-1 (default: 0)")
+    p.add_argument("--executor", default=None, metavar="E",
+                   help="local, local:N, serial or dask://HOST:PORT (default: local, one process per core)")
+    p.add_argument("--reference-args", type=shlex.split, default=[], metavar="'ARGS'",
+                   help="extra flags for every run of reference/ID.py, quoted, e.g. '--device cpu' (default: none)")
+
+
+def add_bands_parser(sub) -> None:
+    """The `labcheck bands` subcommand (sub: the CLI's subparsers)."""
+    from labcheck.exercises import EXERCISES
+
+    p = sub.add_parser("bands", help="run the reference on N seeds (one process each) and store its bands")
+    p.add_argument("exercise", choices=EXERCISES, metavar="ID", help=f"one of {', '.join(EXERCISES)}")
+    p.add_argument("--seeds", type=int, required=True, metavar="N",
+                   help=f"number of seeds; at least {bands.MIN_RUNS['quick']} quick / {bands.MIN_RUNS['full']} "
+                        "full (required)")
+    add_study_arguments(p, "measure")
+    p.add_argument("--bands-dir", default=None, metavar="DIR",
+                   help="write <DIR>/<ID>.json instead of reference/bands/ (default: None)")
+    p.add_argument("--allow-few", action="store_true",
+                   help="accept fewer seeds than the budget's minimum, e.g. for a test (default: False)")
+
+
+def get_reproduce_parser() -> "argparse.ArgumentParser":
+    """`labcheck reproduce ID --seeds N ...`: the seed study (without --seeds, reproduce runs the reference once)."""
+    import argparse
+
+    from labcheck.exercises import EXERCISES
+
+    p = argparse.ArgumentParser(prog="labcheck reproduce", description=cmd_reproduce_seeds.__doc__)
+    p.add_argument("exercise", choices=EXERCISES, metavar="ID", help=f"one of {', '.join(EXERCISES)}")
+    p.add_argument("--seeds", type=int, required=True, metavar="N", help="number of seeds (required)")
+    add_study_arguments(p, "run")
+    p.add_argument("--dry-run", action="store_true",
+                   help="each run at the reference's --dry-run budget: checks the pipeline only (default: False)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="report folder; each run's outputs in DIR/seed_<s>/ (default: runs/ID-study)")
+    return p

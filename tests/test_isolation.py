@@ -1,0 +1,252 @@
+"""Isolation for the user who really runs the grader: confinement levels, bubblewrap's whitelist file
+system, the fallback without it, refusing to grade below --min-isolation, where files go, and the
+unprivileged path (a test drops to user `nobody`)."""
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from labcheck import paths, sandbox
+from labcheck.sandbox import LEVELS, Limits, Sandbox, SubmissionFailure
+
+HOSTILE = paths.tests_dir() / "hostile"
+CONTRACT = HOSTILE / "contract_selftest.py"
+REFERENCE = HOSTILE / "reference_selftest.py"
+FULL_MARKS = 6.0  # contract_selftest.py's total
+
+LOOK_AROUND = '''
+import os
+
+def add(a, b):
+    return a + b
+
+def exists(path):
+    return os.path.exists(path)
+
+def listdir(path):
+    try:
+        return sorted(os.listdir(path))
+    except OSError as e:
+        return type(e).__name__
+
+def spin():
+    while True:
+        pass
+'''
+
+
+@pytest.fixture()
+def no_bwrap(monkeypatch):
+    """A machine without bubblewrap (or whose bwrap cannot start: user namespaces forbidden)."""
+    monkeypatch.setenv(sandbox.BWRAP_ENV, "")
+
+
+def look_around(tmp_path: Path) -> Path:
+    sub = tmp_path / "look.py"
+    sub.write_text(LOOK_AROUND)
+    return sub
+
+
+def test_levels_are_ordered_and_bubblewrap_is_reached_here():
+    assert LEVELS == ("none", "hook-only", "no-network", "whitelist-fs")
+    reached = sandbox.achievable_isolation()
+    assert reached["level"] == "whitelist-fs", reached  # scripts/run installs bubblewrap
+    assert sandbox.check_min_isolation("whitelist-fs") == reached
+
+
+def test_the_whitelist_file_system_holds_only_the_python_environment(tmp_path):
+    with Sandbox(look_around(tmp_path), "_selftest", Limits(timeout=60)) as box:
+        call = lambda name, *args: box.call("call", name=name, args=list(args))  # noqa: E731
+        assert call("add", 2, 3) == 5
+        assert box.isolation["level"] == "whitelist-fs" and box.isolation["launcher"] == "bwrap"
+        assert "seccomp: new processes blocked" in box.isolation["details"]
+        for hidden in (paths.reference_dir(), paths.tests_dir(), paths.examples_dir(), paths.repo_root() / ".git",
+                       Path.home() / ".cache", Path("/etc/passwd"), Path("/work/shared"), tmp_path):
+            assert call("exists", str(hidden)) is False, hidden
+        root_entries = set(call("listdir", "/"))
+        assert root_entries <= {"usr", "lib", "lib64", "lib32", "libx32", "bin", "proc", "dev", "tmp", "root",
+                                "work", "home", "opt", "srv", "var", "mnt"}, root_entries
+        assert "etc" not in root_entries
+        assert call("listdir", str(paths.repo_root() / "src")) in (["labcheck"], "FileNotFoundError")
+
+
+def test_without_bubblewrap_the_fallback_confines_and_reports_its_level(no_bwrap, tmp_path):
+    reached = sandbox.achievable_isolation()
+    assert reached["level"] in ("no-network", "hook-only") and "bubblewrap" in reached["why_not_higher"]
+    with Sandbox(look_around(tmp_path), "_selftest", Limits(timeout=60)) as box:
+        assert box.call("call", name="add", args=[1, 2]) == 3
+        assert box.isolation["level"] == reached["level"]
+        assert box.call("call", name="exists", args=[str(paths.reference_dir() / "width.py")]) is False
+        if os.geteuid() == 0:  # root: private mount namespace, the denied paths hidden by the worker itself
+            assert any("paths hidden" in d for d in box.isolation["details"]), box.isolation
+    with pytest.raises(RuntimeError) as refusal:
+        sandbox.check_min_isolation("whitelist-fs")
+    text = str(refusal.value)
+    assert "install bubblewrap" in text and "unprivileged_userns_clone" in text and "apparmor" in text
+
+
+def grade_selftest(submission: Path, results: Path, cwd: Path, env: dict | None = None, extra=()) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", str(CONTRACT), "-q", "-p", "no:cacheprovider",
+           "--labcheck-exercise", "_selftest", "--labcheck-reference", str(REFERENCE),
+           "--labcheck-submission", str(submission), "--labcheck-results", str(results), *extra]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **(env or {})})
+
+
+def test_the_plugin_and_the_command_refuse_below_the_minimum(tmp_path):
+    env = {sandbox.BWRAP_ENV: ""}
+    out = grade_selftest(HOSTILE / "correct.py", tmp_path / "r.json", paths.repo_root(), env)
+    assert out.returncode == 4 and "refuses to grade" in out.stderr + out.stdout
+    assert not (tmp_path / "r.json").exists()
+    cmd = [sys.executable, "-m", "labcheck.cli", "grade", str(HOSTILE / "correct.py"), "--exercise", "width",
+           "--out", str(tmp_path / "grades")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    assert out.returncode == 2 and "install bubblewrap" in out.stderr
+
+
+def test_a_lower_minimum_grades_and_records_the_level(tmp_path):
+    out = grade_selftest(HOSTILE / "correct.py", tmp_path / "r.json", paths.repo_root(), {sandbox.BWRAP_ENV: ""},
+                         ("--labcheck-min-isolation", "hook-only"))
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert out.returncode == 0 and results["score"] == FULL_MARKS
+    assert results["extra_data"]["labcheck"]["isolation"]["level"] in ("no-network", "hook-only")
+
+
+# ---------------------------------------------------------------------------------------------
+# Where files go never changes a grade
+
+
+@pytest.mark.parametrize("where", ["repository", "tmp", "home"])
+def test_where_results_and_working_directory_are_never_changes_a_grade(where, tmp_path):
+    folder = {"repository": paths.repo_root(), "tmp": Path(tempfile.mkdtemp(prefix="labcheck-where-")),
+              "home": tmp_path / "home"}[where]
+    folder.mkdir(exist_ok=True)
+    results = folder / f"labcheck-where-{os.getpid()}-{time.monotonic_ns()}.json"  # beside .venv and src/ for the repo
+    env = {"HOME": str(tmp_path / "home")} if where == "home" else {}
+    try:
+        out = grade_selftest(HOSTILE / "correct.py", results, folder, env)
+        data = json.loads(results.read_text())
+    finally:
+        results.unlink(missing_ok=True)
+        if where == "tmp":
+            shutil.rmtree(folder, ignore_errors=True)
+    assert data["score"] == FULL_MARKS, (out.stdout[-2000:], [t["output"] for t in data["tests"]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Time limits that follow the work
+
+
+def test_a_function_that_hung_once_fails_later_calls_at_once(tmp_path):
+    with Sandbox(look_around(tmp_path), "_selftest", Limits(timeout=60)) as box:
+        start = time.monotonic()
+        with pytest.raises(SubmissionFailure) as first:
+            box.call("call", timeout=3, name="spin")
+        assert first.value.kind == "timeout" and "`spin` did not return within 3 s" in str(first.value)
+        assert time.monotonic() - start < 30
+        start = time.monotonic()
+        with pytest.raises(SubmissionFailure) as again:
+            box.call("call", timeout=45, name="spin")  # restarts the worker, then refuses at once
+        assert str(again.value) == str(first.value) and time.monotonic() - start < 40
+        assert box.call("call", name="add", args=[2, 2]) == 4  # other functions still run
+
+
+# ---------------------------------------------------------------------------------------------
+# The unprivileged path: the same grading as user `nobody`
+
+
+def _traversable_for_others(path: Path) -> list[tuple[Path, int]]:
+    """Make every folder on the way to `path` traversable by others; returns what to restore."""
+    changed = []
+    for folder in [*reversed(path.parents)]:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(folder, mode | stat.S_IXOTH)
+            changed.append((folder, stat.S_IMODE(mode)))
+    return changed
+
+
+@pytest.fixture()
+def as_nobody(tmp_path):
+    """argv prefix that runs a command as `nobody` (no groups), and a folder that user may write.
+
+    The interpreter may live where `nobody` cannot go (pyenv under /root, mode 700): the folders on the way
+    to it get o+x for the test's duration (restored afterwards, whatever happens)."""
+    if os.geteuid() != 0:
+        pytest.skip("dropping to another user needs root; this run is already unprivileged")
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is part of every Debian base system"
+    nobody = pwd.getpwnam("nobody")
+    changed = []
+    for needed in (Path(sys.executable).resolve(), Path(sys.prefix), paths.repo_root() / "src" / "labcheck", HOSTILE):
+        changed += _traversable_for_others(needed)
+    work = Path(tempfile.mkdtemp(prefix="labcheck-nobody-"))
+    os.chown(work, nobody.pw_uid, nobody.pw_gid)
+    try:
+        yield [setpriv, f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups"], work
+    finally:
+        for folder, mode in reversed(changed):
+            os.chmod(folder, mode)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_as_nobody(prefix, work: Path, submission: Path, extra_env=None, extra=()) -> tuple[int, dict | None, str]:
+    copy = work / submission.name  # the user's own copy of the submission
+    shutil.copy(submission, copy)
+    os.chmod(copy, 0o644)
+    results = work / f"{submission.stem}.json"
+    env = {"PATH": os.environ["PATH"], "HOME": str(work), "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",
+           **(extra_env or {})}
+    cmd = [*prefix, sys.executable, "-m", "pytest", str(CONTRACT), "-q", "-p", "no:cacheprovider",
+           "--labcheck-exercise", "_selftest", "--labcheck-reference", str(REFERENCE),
+           "--labcheck-submission", str(copy), "--labcheck-results", str(results), *extra]
+    out = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=900, env=env)
+    data = json.loads(results.read_text()) if results.exists() else None
+    return out.returncode, data, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+def test_nobody_grades_with_bubblewrap_and_a_hostile_submission_stays_contained(as_nobody):
+    prefix, work = as_nobody
+    code, data, log = run_as_nobody(prefix, work, HOSTILE / "correct.py")
+    assert code == 0 and data["score"] == FULL_MARKS, log
+    iso = data["extra_data"]["labcheck"]["isolation"]
+    assert iso["level"] == "whitelist-fs" and iso["launcher"] == "bwrap", iso
+    code, data, log = run_as_nobody(prefix, work, HOSTILE / "read_reference.py")
+    assert data is not None and data["score"] == FULL_MARKS, log  # it found nothing to steal
+
+
+def test_nobody_without_user_namespaces_is_refused_then_graded_at_a_stated_lower_level(as_nobody):
+    prefix, work = as_nobody
+    no_userns = {sandbox.BWRAP_ENV: "/bin/false"}  # a bwrap that cannot start, as where user namespaces are off
+    code, data, log = run_as_nobody(prefix, work, HOSTILE / "correct.py", no_userns)
+    assert code == 4 and data is None and "refuses to grade" in log and "hook-only" in log, log
+    code, data, log = run_as_nobody(prefix, work, HOSTILE / "correct.py", no_userns,
+                                    ("--labcheck-min-isolation", "hook-only"))
+    assert code == 0 and data["score"] == FULL_MARKS, log
+    assert data["extra_data"]["labcheck"]["isolation"]["level"] == "hook-only"
+
+
+HANG = "def {name}(*args, **kwargs):\n    while True:\n        pass\n\n\n"
+WIDTH_FUNCTIONS = ("mlp", "compute_objective", "compute_accuracy", "sgd_one_pass", "train_model",
+                   "find_divergent_lr", "interpolation_pass")
+
+
+@pytest.mark.slow
+def test_a_submission_whose_every_function_hangs_is_graded_in_under_two_minutes(tmp_path):
+    """Issue #12: 395 s before per-call deadlines followed the reference and hung functions were remembered."""
+    from labcheck import grade
+
+    sub_path = tmp_path / "width.py"
+    sub_path.write_text("".join(HANG.format(name=n) for n in WIDTH_FUNCTIONS))
+    sub = grade.discover([sub_path], "width")[0]
+    res = grade.grade_one(sub, grade.Options(out=tmp_path / "grades", jobs=1))
+    assert res["score"] == 0 and all("did not return within" in t["output"] for t in res["tests"]), res["tests"]
+    assert res["execution_time"] < 120, res["execution_time"]

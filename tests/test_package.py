@@ -1,0 +1,391 @@
+"""Gradescope and PrairieLearn packages, run without either platform.
+
+Each package is built, unpacked into a temporary folder standing for /autograder (Gradescope) or
+/grade (PrairieLearn), and its entry point (run_autograder, tests/run.sh) is run with
+LABCHECK_PYTHON set to this interpreter instead of the environment setup.sh would build (the
+labcheck it imports is therefore this checkout's; the reference, bands and contract tests come
+from the package). The results.json it writes is checked against each platform's documented
+format by the validators below, written from the docs:
+  Gradescope: gradescope-autograders.readthedocs.io/en/latest/specs/ ("Output format")
+  PrairieLearn: docs/externalGrading.md ("Grading results") and the info.json schema.
+
+Grading one submission takes ~1 minute here, so the default run grades two (a hostile
+submission through Gradescope, a buggy one through PrairieLearn) on CHEAP; the correct and buggy
+examples through both platforms are `slow`.
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from labcheck import grade, package
+from labcheck.exercises import REGISTRY
+from labcheck.package import gradescope, prairielearn
+from labcheck.report import base_name
+
+CHEAP = "width"  # the exercise whose grading took least here (about a minute per submission)
+VISIBILITY = ("hidden", "after_due_date", "after_published", "visible")
+FORGED = '{"score": 1000, "tests": []}'
+
+
+# ---------------------------------------------------------------------------------------------
+# Validators, from the platforms' documentation
+
+
+def gradescope_problems(results: dict) -> list[str]:
+    """What in `results` does not follow Gradescope's documented results.json format."""
+    problems = []
+    top = {"score", "execution_time", "output", "output_format", "test_output_format", "test_name_format",
+           "visibility", "stdout_visibility", "extra_data", "tests", "leaderboard"}
+    problems += [f"unknown top-level key {k!r}" for k in set(results) - top]
+    tests = results.get("tests")
+    if "score" not in results and not (tests and all("score" in t for t in tests)):
+        problems.append("no top-level score and not every test has one")
+    for key in ("score", "execution_time"):
+        if key in results and not isinstance(results[key], (int, float)):
+            problems.append(f"{key} is not a number")
+    for key in ("visibility", "stdout_visibility"):
+        if key in results and results[key] not in VISIBILITY:
+            problems.append(f"{key} {results[key]!r} is not one of {VISIBILITY}")
+    if "output" in results and not isinstance(results["output"], str):
+        problems.append("output is not a string")
+    if tests is not None and not isinstance(tests, list):
+        problems.append("tests is not a list")
+    fields = {"score", "max_score", "status", "name", "name_format", "number", "output", "output_format", "tags",
+              "visibility", "extra_data"}
+    for i, t in enumerate(tests or []):
+        problems += [f"tests[{i}]: unknown key {k!r}" for k in set(t) - fields]
+        for key in ("score", "max_score"):
+            if key in t and not isinstance(t[key], (int, float)):
+                problems.append(f"tests[{i}].{key} is not a number")
+        if "status" in t and t["status"] not in ("passed", "failed"):
+            problems.append(f"tests[{i}].status {t['status']!r}")
+        if "visibility" in t and t["visibility"] not in VISIBILITY:
+            problems.append(f"tests[{i}].visibility {t['visibility']!r}")
+        for key in ("name", "output", "number"):
+            if key in t and not isinstance(t[key], str):
+                problems.append(f"tests[{i}].{key} is not a string")
+    return problems
+
+
+def prairielearn_problems(results: dict) -> list[str]:
+    """What in `results` does not follow PrairieLearn's documented external-grading results format."""
+    problems = []
+    if len(json.dumps(results)) > 1_000_000:
+        problems.append("larger than PrairieLearn's 1 MB limit")
+    gradable = results.get("gradable", True)
+    if not isinstance(gradable, bool):
+        problems.append("gradable is not a boolean")
+    if not gradable:
+        errors = results.get("format_errors")
+        if not (isinstance(errors, str) or isinstance(errors, list) and all(isinstance(e, str) for e in errors)):
+            problems.append("an ungradable result needs format_errors (a string or a list of strings)")
+        return problems
+    score = results.get("score")
+    if not isinstance(score, (int, float)) or not 0.0 <= score <= 1.0:
+        problems.append(f"score {score!r} is not a number in [0, 1]")
+    for key in ("message", "output"):
+        if key in results and not isinstance(results[key], str):
+            problems.append(f"{key} is not a string")
+    for i, t in enumerate(results.get("tests", [])):
+        if not {"points", "max_points"} <= set(t):  # else PrairieLearn disables the per-test points display
+            problems.append(f"tests[{i}] lacks points or max_points")
+        for key in ("points", "max_points"):
+            if not isinstance(t.get(key), (int, float)):
+                problems.append(f"tests[{i}].{key} is not a number")
+        for key in ("name", "description", "message", "output"):
+            if key in t and not isinstance(t[key], str):
+                problems.append(f"tests[{i}].{key} is not a string")
+    return problems
+
+
+def info_json_problems(info: dict) -> list[str]:
+    """info.json of an externally graded v3 question (PrairieLearn's infoQuestion schema)."""
+    problems = []
+    for key in ("uuid", "title", "topic", "type"):
+        if not isinstance(info.get(key), str):
+            problems.append(f"{key} missing or not a string")
+    try:
+        uuid.UUID(info.get("uuid", ""))
+    except ValueError:
+        problems.append("uuid is not a UUID")
+    if info.get("type") != "v3" or info.get("gradingMethod") != "External":
+        problems.append("not a v3 question with gradingMethod External")
+    options = info.get("externalGradingOptions") or {}
+    allowed = {"comment", "enabled", "image", "entrypoint", "serverFilesCourse", "timeout", "enableNetworking",
+               "environment"}
+    problems += [f"externalGradingOptions: unknown key {k!r}" for k in set(options) - allowed]
+    if not isinstance(options.get("image"), str):
+        problems.append("externalGradingOptions.image is required")
+    if not isinstance(options.get("timeout"), int) or not 0 < options["timeout"] <= 600:
+        problems.append("externalGradingOptions.timeout must be an integer number of seconds, at most 600")
+    if options.get("enableNetworking") not in (False, None):
+        problems.append("grading jobs must not have network")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+def buggy_example(exercise: str) -> Path:
+    """The first bundled buggy example that declares the tests it loses."""
+    return next(f for f in sorted(REGISTRY[exercise].examples_dir.glob("buggy_*.py"))
+                if grade.expected_failures(f))
+
+
+HOSTILE_TAIL = '''
+
+# ---- hostile part (labcheck's package tests): runs at import, inside the worker ----
+import os as _os
+import pathlib as _pl
+
+_home = _pl.Path(_os.environ.get("LABCHECK_HOME", "/autograder/source/labcheck"))
+_root = _home.parents[1]
+for _secret in (_home / "reference" / "{exercise}.py", _home / "tests" / "contract" / "test_{exercise}_contract.py",
+                _root / "submission_metadata.json", _home / "labcheck-package.json"):
+    try:
+        _data = _secret.read_bytes()
+    except Exception:
+        continue
+    raise RuntimeError(f"hostile: read {{_secret}}")  # a leak fails every test: the grade shows it
+for _target in (_root / "results" / "results.json", _root / "source" / "run_autograder",
+                _home / "reference" / "bands" / "{exercise}.json"):
+    try:
+        _target.parent.mkdir(parents=True, exist_ok=True)
+        _target.write_text({forged!r})
+    except Exception:
+        pass
+'''
+
+
+def hostile_source(exercise: str) -> str:
+    """A buggy example plus code that tries to read the reference and forge the results at import."""
+    return buggy_example(exercise).read_text() + HOSTILE_TAIL.format(exercise=exercise, forged=FORGED)
+
+
+def lost_tests(tests: list[dict], score="score", max_score="max_score") -> set[str]:
+    return {base_name(t["name"]) for t in tests if t[score] < t[max_score]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradescope
+
+
+@pytest.fixture(scope="module")
+def autograder_zip(tmp_path_factory) -> Path:
+    config = package.make_config(CHEAP, after_due_date=[package.graded_test_names(CHEAP)[-1]])
+    return gradescope.build(config, tmp_path_factory.mktemp("gs") / "autograder.zip")
+
+
+def autograder_root(zip_path: Path, tmp: Path, files: dict[str, str]) -> Path:
+    """A folder laid out as Gradescope's /autograder: source/ (the zip), submission/, metadata."""
+    root = tmp / "autograder"
+    (root / "source").mkdir(parents=True)
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(root / "source")
+        for info in zf.infolist():  # zipfile drops the mode bits; Gradescope keeps them
+            mode = info.external_attr >> 16
+            if mode:
+                os.chmod(root / "source" / info.filename, stat.S_IMODE(mode))
+    shutil.copy(root / "source" / "run_autograder", root / "run_autograder")  # as Gradescope's image build does
+    (root / "submission").mkdir()
+    for name, text in files.items():
+        (root / "submission" / name).write_text(text)
+    (root / "submission_metadata.json").write_text(json.dumps({"id": 1, "users": [{"email": "s@example.edu"}]}))
+    return root
+
+
+def run_autograder(root: Path) -> dict:
+    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "LABCHECK_PYTHON": sys.executable}
+    proc = subprocess.run([str(root / "run_autograder")], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert gradescope_problems(results) == []
+    return results
+
+
+def test_autograder_zip_holds_what_grading_needs_and_nothing_else(autograder_zip):
+    with zipfile.ZipFile(autograder_zip) as zf:
+        names = set(zf.namelist())
+        modes = {i.filename: i.external_attr >> 16 for i in zf.infolist()}
+    assert {"setup.sh", "run_autograder"} <= names  # at the root of the archive, as Gradescope requires
+    assert all(modes[n] & 0o111 for n in ("setup.sh", "run_autograder"))
+    checkout = {n.split("/", 1)[1] for n in names if n.startswith("labcheck/")}
+    ex = REGISTRY[CHEAP]
+    assert {f"reference/{CHEAP}.py", f"reference/bands/{CHEAP}.json", f"tests/contract/test_{CHEAP}_contract.py",
+            "pyproject.toml", "conftest.py", "labcheck-package.json", "src/labcheck/package/gradescope.py",
+            "src/labcheck/package/templates/run_autograder"} <= checkout
+    others = [e for e in REGISTRY if e != ex.id]
+    assert not [n for n in checkout if n.startswith(("examples/", "tests/hostile", ".git"))
+                or any(n in (f"reference/{o}.py", f"tests/contract/test_{o}_contract.py") for o in others)]
+
+
+def test_setup_and_run_scripts_are_valid_bash(autograder_zip, tmp_path):
+    with zipfile.ZipFile(autograder_zip) as zf:
+        zf.extractall(tmp_path)
+    scripts = [tmp_path / "setup.sh", tmp_path / "run_autograder"]
+    for script in scripts:
+        subprocess.run(["bash", "-n", str(script)], check=True)
+    text = scripts[0].read_text()
+    assert "torch==2.14.1 torchvision==0.29.1" in text and "x86_64)" in text  # pinned exactly as scripts/run
+    assert not re.search(r"pip install[^\n]*\btorch\b(?!==)", text)  # never an unpinned torch
+    assert "bubblewrap" in text and "dataset-fashion-mnist" in text
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed (scripts/run test installs it)")
+    proc = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_visibility_options_are_checked_against_the_contract():
+    tests = package.graded_test_names(CHEAP)
+    with pytest.raises(ValueError, match="no graded test 'test_nope'"):
+        package.make_config(CHEAP, hidden=["test_nope"])
+    with pytest.raises(ValueError, match="two visibilities"):
+        package.make_config(CHEAP, hidden=[tests[0]], after_due_date=[tests[0]])
+    with pytest.raises(ValueError, match="visibility"):
+        package.make_config(CHEAP, visibility="sometimes")
+    config = package.make_config(CHEAP, visibility="after_published", hidden=[tests[0]])
+    up = package.UploadResult(Path("x.py"), {"tests": [
+        {"name": f"{tests[0]}[a]", "score": 1.0, "max_score": 1.0, "status": "passed", "output": ""},
+        {"name": tests[1], "score": 0.0, "max_score": 2.0, "status": "failed", "output": "x" * 20000}]}, ["n"], 3.4)
+    results = gradescope.results_json(up, config)
+    assert gradescope_problems(results) == []
+    assert [t["visibility"] for t in results["tests"]] == ["hidden", "after_published"]
+    assert results["visibility"] == "after_published" and results["score"] == 1.0 and results["execution_time"] == 3
+    assert len(results["tests"][1]["output"]) < 9000  # long outputs are clipped
+
+
+def test_package_command(tmp_path, capsys):
+    from labcheck import cli
+
+    assert cli.main(["package", "gradescope", "--exercise", CHEAP, "--out", str(tmp_path / "a.zip"),
+                     "--hidden", "test_nope"]) == 2
+    assert "no graded test 'test_nope'" in capsys.readouterr().err and not (tmp_path / "a.zip").exists()
+    assert cli.main(["package", "gradescope", "--exercise", CHEAP, "--out", str(tmp_path / "a.zip")]) == 0
+    assert cli.main(["package", "prairielearn", "--exercise", CHEAP, "--out", str(tmp_path / "q")]) == 0
+    assert zipfile.is_zipfile(tmp_path / "a.zip") and (tmp_path / "q" / "info.json").is_file()
+
+
+def test_an_upload_without_a_gradable_file_is_told_what_to_submit(autograder_zip, tmp_path):
+    root = autograder_root(autograder_zip, tmp_path, {"notes.txt": "hi", "a.py": "", "b.py": ""})
+    results = run_autograder(root)
+    assert results["score"] == 0 and results["tests"] and all(t["score"] == 0 for t in results["tests"])
+    assert f"expected {CHEAP}.py or a notebook" in results["output"] and "a.py, b.py, notes.txt" in results["output"]
+
+
+def test_hostile_submission_through_gradescope(autograder_zip, tmp_path):
+    """Grades exactly like the buggy example it extends: reading the reference failed, no forgery stuck."""
+    root = autograder_root(autograder_zip, tmp_path, {f"{CHEAP}.py": hostile_source(CHEAP)})
+    before = tree_hashes(root / "source")
+    results = run_autograder(root)
+    assert lost_tests(results["tests"]) == set(grade.expected_failures(buggy_example(CHEAP)))
+    assert tree_hashes(root / "source") == before
+    assert not [f for f in root.rglob("*") if f.is_file() and "submission" not in f.relative_to(root).parts
+                and FORGED in f.read_text(errors="ignore")]
+    assert results["tests"][-1]["visibility"] == "after_due_date"
+    assert results["execution_time"] > 0 and f"Graded {CHEAP}.py." in results["output"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["correct", "buggy"])
+def test_bundled_examples_through_gradescope(autograder_zip, tmp_path, example):
+    path = REGISTRY[CHEAP].examples_dir / "correct.py" if example == "correct" else buggy_example(CHEAP)
+    results = run_autograder(autograder_root(autograder_zip, tmp_path, {f"{CHEAP}.py": path.read_text()}))
+    assert lost_tests(results["tests"]) == set(grade.expected_failures(path))
+    assert results["score"] == pytest.approx(sum(t["score"] for t in results["tests"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# PrairieLearn
+
+
+@pytest.fixture(scope="module")
+def question(tmp_path_factory) -> Path:
+    config = package.make_config(CHEAP)
+    return prairielearn.build(config, tmp_path_factory.mktemp("pl") / "question", image="course/labcheck-grader")
+
+
+def grade_root(question: Path, tmp: Path, files: dict[str, str]) -> Path:
+    """A folder laid out as PrairieLearn's /grade: tests/ (the question's), student/, data/."""
+    root = tmp / "grade"
+    shutil.copytree(question / "tests", root / "tests")
+    (root / "student").mkdir()
+    for name, text in files.items():
+        (root / "student" / name).write_text(text)
+    (root / "data").mkdir()
+    (root / "data" / "data.json").write_text(json.dumps({"params": {}, "submitted_answers": {}}))
+    return root
+
+
+def run_pl(root: Path) -> dict:
+    env = {**os.environ, "GRADE_ROOT": str(root), "LABCHECK_PYTHON": sys.executable}
+    entry = json.loads((root / "tests" / "labcheck" / "labcheck-package.json").read_text())  # config present
+    assert entry["exercise"] == CHEAP
+    proc = subprocess.run([str(root / "tests" / "run.sh")], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert prairielearn_problems(results) == []
+    return results
+
+
+def test_question_folder_layout(question):
+    info = json.loads((question / "info.json").read_text())
+    assert info_json_problems(info) == []
+    assert info["externalGradingOptions"]["entrypoint"] == "/grade/tests/run.sh"
+    html = (question / "question.html").read_text()
+    assert re.search(rf'<pl-file-upload optional-file-names="{CHEAP}\.py, submission\.py, {CHEAP}\.ipynb">', html)
+    assert "<pl-external-grader-results>" in html
+    assert os.access(question / "tests" / "run.sh", os.X_OK)
+    assert (question / "tests" / "labcheck" / "reference" / f"{CHEAP}.py").is_file()
+    image = {str(p.relative_to(question / "image")) for p in (question / "image").rglob("*") if p.is_file()}
+    assert {"Dockerfile", "setup.sh", "labcheck/pyproject.toml", "labcheck/src/labcheck/grade.py"} <= image
+    assert not [p for p in image if "reference" in p or "contract" in p]  # a public image holds no solution
+    subprocess.run(["bash", "-n", str(question / "tests" / "run.sh")], check=True)
+
+
+def test_regenerating_a_question_keeps_its_uuid(question):
+    first = json.loads((question / "info.json").read_text())["uuid"]
+    prairielearn.build(package.make_config(CHEAP), question, image="course/labcheck-grader")
+    assert json.loads((question / "info.json").read_text())["uuid"] == first
+
+
+def test_prairielearn_upload_without_a_gradable_file_is_not_gradable(question, tmp_path):
+    results = run_pl(grade_root(question, tmp_path, {"answer.txt": "42"}))
+    assert results["gradable"] is False and f"expected {CHEAP}.py or a notebook" in results["format_errors"][0]
+
+
+def test_buggy_submission_through_prairielearn(question, tmp_path):
+    path = buggy_example(CHEAP)
+    results = run_pl(grade_root(question, tmp_path, {f"{CHEAP}.py": path.read_text()}))
+    assert lost_tests(results["tests"], "points", "max_points") == set(grade.expected_failures(path))
+    points = sum(t["points"] for t in results["tests"])
+    assert results["score"] == pytest.approx(points / sum(t["max_points"] for t in results["tests"]), abs=1e-6)
+    assert 0 < results["score"] < 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["correct", "hostile"])
+def test_more_submissions_through_prairielearn(question, tmp_path, example):
+    text = (REGISTRY[CHEAP].examples_dir / "correct.py").read_text() if example == "correct" else hostile_source(CHEAP)
+    root = grade_root(question, tmp_path, {f"{CHEAP}.py": text})
+    before = tree_hashes(root / "tests")
+    results = run_pl(root)
+    expected = set() if example == "correct" else set(grade.expected_failures(buggy_example(CHEAP)))
+    assert lost_tests(results["tests"], "points", "max_points") == expected
+    assert tree_hashes(root / "tests") == before
