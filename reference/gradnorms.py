@@ -2,7 +2,8 @@
 
 Reference for labcheck exercise `gradnorms`, from the seed ../shared/seeds/ps2_gradient_norms_matrix_sensing.txt
 (CS7180 Problem Set 2, Problem 1 parts 1-3 and Problem 2 b, d, e). One file: the contract names of CONTRACTS.md
-section `gradnorms`, then the experiment (`Config`, `get_args_parser`, `main`).
+section `gradnorms`, then the experiment (`Config`, `QUICK`, `DRY_RUN`, `get_args_parser`, `main`, `band_metrics`;
+`labcheck reproduce gradnorms [--quick]`, `labcheck bands gradnorms --seeds N [--quick]`).
 
 Part 1 (MNIST): MNISTClassifierMLP is Flatten, then a bias-free Linear + ReLU per hidden size, then a bias-free
 Linear to the classes and LogSoftmax(dim=1). It is trained with nll_loss and SGD (lr 0.01, batch 128, 40 epochs);
@@ -28,6 +29,10 @@ Choices the handout leaves open, documented here and in answers.json:
     seed's 1e-4/m on an un-normalised X* with entries ~ r/4 is far below this and barely moves in 2000 steps.)
   - effective rank of U: the number of singular values >= 1e-2 * the largest one.
   - R = r starts from U_0 = N(0, 1)/sqrt(d) (same scale as U*); R = d starts from U_0 = alpha W, W ~ N(0, 1).
+  - next to this documented grid (alpha 1e-5 .. 1e-1, 600 steps) runs the grid the seed ran (2d: alpha 1e-4 .. 1,
+    1000 steps; 2b: R = r for 2000 steps) with lr = lr_scale / max(||X*||_2, ||U_0||_2^2): alpha = 1 starts with
+    ||U_0||_2^2 ~ 4d, where the documented step diverges. A trajectory both grids share runs once.
+The "sensing." metrics of band_metrics come from the synthetic problem, whatever MNIST source Part 1 used.
 
 Sources: the seed notebook; S. Gunasekar et al., "Implicit Regularization in Matrix Factorization", NeurIPS 2017;
 Y. Li, T. Ma, H. Zhang, "Algorithmic Regularization in Over-parameterized Matrix Sensing ...", COLT 2018.

@@ -1,9 +1,18 @@
-"""labcheck.bands: the one table of bands and tolerances, and its messages."""
+"""labcheck.bands: the one table of bands and tolerances, the one rule that derives bands, and the band
+files themselves (every file in reference/bands/, whoever wrote it)."""
 import json
+import math
 
 import pytest
 
-from labcheck import bands
+from labcheck import bands, data, paths
+from labcheck.exercises import EXERCISES
+
+# Data sources a band may be measured on: the real data sets labcheck.data loads, and gradnorms' generated
+# matrix-sensing problems (a synthetic task by definition, not a stand-in for a data set).
+KNOWN_SOURCES = {data.FASHION, data.MNIST, data.MNIST_5K, "gaussian-sensing"}
+PROVENANCE_KEYS = ("seeds", "runs", "device", "versions", "machine", "date", "command")
+BAND_FILES = sorted(paths.bands_dir().glob("*.json"))
 
 
 @pytest.fixture
@@ -38,23 +47,123 @@ def test_check_band_message_names_value_band_source_and_provenance(table_dir, mo
         bands.check_band("demo.quick.acc", 0.85, "mnist")
 
 
-def test_band_from_measurements_widens_by_the_largest_margin():
-    lo, hi = bands.band_from_measurements([1.0, 1.2], sd_margin=0.0, abs_margin=0.5)
-    assert (lo, hi) == (0.5, 1.7)
-    lo, hi = bands.band_from_measurements([0.9, 1.0], rel_margin=0.0, abs_margin=0.0, sd_margin=0.0, hi_clip=0.95)
-    assert (lo, hi) == (0.9, 0.95)
+def test_prediction_band_is_the_t_interval_for_one_new_value():
+    values = [0.80, 0.82, 0.81, 0.79, 0.83]
+    band = bands.prediction_band(values, false_failure=0.05)
+    # t(0.975; 4) = 2.776445; sd = 0.0158114; sqrt(1 + 1/5) = 1.0954451
+    half = 2.776445 * 0.0158114 * 1.0954451
+    assert band["lo"] == pytest.approx(0.81 - half, abs=1e-6) and band["hi"] == pytest.approx(0.81 + half, abs=1e-6)
+    assert (band["n"], band["min"], band["max"]) == (5, 0.79, 0.83)
 
 
-def test_write_bands_merges_with_provenance(tmp_path):
+def test_prediction_band_floor_and_limits():
+    band = bands.prediction_band([1.0, 1.0, 1.0], lo=0.0, hi=1.0, floor=0.002)
+    assert (band["lo"], band["hi"]) == (0.998, 1.0), "no spread: the floor sets the width, the limit clips it"
+    with pytest.raises(ValueError):
+        bands.prediction_band([0.5])
+
+
+def test_limits_first_matching_pattern_wins():
+    limits = {"*range*": {"lo": 0.0, "floor": 0.5}, "*acc*": {"lo": 0.0, "hi": 1.0, "floor": 0.002}}
+    assert bands.limits_for("MLP.test_accuracy_range", limits)["floor"] == 0.5
+    assert bands.limits_for("test_acc.h8", limits) == {"lo": 0.0, "hi": 1.0, "floor": 0.002}
+    assert bands.limits_for("loss", limits) == {"lo": None, "hi": None, "floor": 0.0}
+
+
+def test_write_sweep_replaces_one_budget_and_source_and_keeps_the_rest(tmp_path):
+    (tmp_path / "demo.json").write_text(json.dumps({
+        "exercise": "demo", "tolerances": {"f": {"rtol": 0, "atol": 1, "why": "w"}},
+        "limits": {"*acc*": {"lo": 0.0, "hi": 1.0, "floor": 0.002, "why": "w"}},
+        "bands": {"quick.old_metric": {"mnist-5k": {"lo": 0, "hi": 1}},
+                  "contract.acc": {"mnist-5k": {"lo": 0, "hi": 1, "provenance": {"seeds": [0]}}}}}))
     prov = bands.provenance([0, 1], device="cpu", command="test")
-    bands.write_bands("demo", "mnist-5k", {"quick.acc": [0.8, 0.82]}, prov, directory=tmp_path)
-    bands.write_bands("demo", "fashion-mnist", {"quick.acc": [0.7, 0.71]}, prov, directory=tmp_path)
+    bands.write_sweep("demo", "quick", "mnist-5k", {"acc": [0.8, 0.82]}, prov, tmp_path)
+    bands.write_sweep("demo", "quick", "fashion-mnist", {"acc": [0.7, 0.71]}, prov, tmp_path)
+    content = json.loads((tmp_path / "demo.json").read_text())
+    assert "quick.old_metric" not in content["bands"], "a metric the sweep no longer has is dropped"
+    assert set(content["bands"]["quick.acc"]) == {"mnist-5k", "fashion-mnist"}
+    assert content["tolerances"] and content["limits"] and "contract.acc" in content["bands"]
+    assert content["bands"]["quick.acc"]["mnist-5k"]["hi"] == 1.0, "clipped to the accuracy limit"
     table, _ = bands.load_tables(tmp_path)
-    assert set(table["demo.quick.acc"]) == {"mnist-5k", "fashion-mnist"}
-    assert table["demo.quick.acc"]["mnist-5k"].provenance["runs"] == 2
-    assert "torch" in table["demo.quick.acc"]["mnist-5k"].provenance["versions"]
+    band = table["demo.quick.acc"]["mnist-5k"]
+    assert band.provenance["runs"] == 2 and "torch" in band.provenance["versions"] and band.n == 2
+
+
+def test_check_all_fails_on_a_metric_every_seed_reported(tmp_path, monkeypatch):
+    prov = bands.provenance([0, 1, 2], device="cpu", command="test")
+    bands.write_sweep("demo", "full", "fashion-mnist", {"smallest_interpolating_width": [32.0, 32.0, 32.0],
+                                                        "passes_to_interpolation.h8": [90.0, 95.0]}, prov, tmp_path)
+    table, _ = bands.load_tables(tmp_path)
+    monkeypatch.setattr(bands, "BANDS", table)
+    assert len(bands.check_all("demo", "full", {"smallest_interpolating_width": 32.0}, "fashion-mnist")) == 1
+    with pytest.raises(bands.BandError, match="smallest_interpolating_width is missing"):
+        bands.check_all("demo", "full", {}, "fashion-mnist")  # "no width interpolates" is not accepted
+    with pytest.raises(bands.BandError, match="outside its band"):
+        bands.check_all("demo", "full", {"smallest_interpolating_width": 128.0}, "fashion-mnist")
+    with pytest.raises(KeyError, match="labcheck bands demo --seeds 10 --quick"):
+        bands.check_all("demo", "quick", {}, "fashion-mnist")
 
 
 def test_unknown_tolerance_is_a_clear_error():
     with pytest.raises(KeyError, match="no tolerance"):
         bands.tolerance("nope.nothing")
+
+
+# ---------------------------------------------------------------------------------------------
+# The committed band files
+
+
+@pytest.mark.parametrize("path", BAND_FILES, ids=[p.stem for p in BAND_FILES])
+def test_band_file_is_honest(path):
+    """Provenance complete, every measured value inside its band, a known source, enough seeds, the held-out
+    seed never measured, and every swept band re-derivable by the one rule from its measurements."""
+    content = json.loads(path.read_text())
+    assert content["exercise"] == path.stem and path.stem in EXERCISES
+    for name, tol in content.get("tolerances", {}).items():
+        assert {"rtol", "atol", "why"} <= set(tol) or "false_failure" in tol, f"tolerance {name} lacks rtol/atol/why"
+    problems = []
+    for name, per_source in content.get("bands", {}).items():
+        budget = name.split(".", 1)[0]
+        for source, entry in per_source.items():
+            where = f"{path.name}: {name} [{source}]"
+            prov = entry.get("provenance")
+            if prov is None and "sweep" in entry:
+                prov = content.get("sweeps", {}).get(entry["sweep"][0], {}).get(entry["sweep"][1])
+            measured = entry.get("measured", [])
+            if source not in KNOWN_SOURCES:
+                problems.append(f"{where}: unknown data source")
+            if not prov or any(k not in prov for k in PROVENANCE_KEYS):
+                problems.append(f"{where}: provenance lacks {[k for k in PROVENANCE_KEYS if k not in (prov or {})]}")
+                continue
+            if prov.get("data_source", source) != source:
+                problems.append(f"{where}: measured on {prov['data_source']}, stored as {source}")
+            if bands.HELD_OUT_SEED in prov["seeds"]:
+                problems.append(f"{where}: the held-out seed {bands.HELD_OUT_SEED} was measured")
+            minimum = bands.MIN_RUNS.get(budget, 3)
+            if prov["runs"] < minimum or len(prov["seeds"]) != prov["runs"]:
+                problems.append(f"{where}: {prov['runs']} runs, need >= {minimum} distinct seeds")
+            if len(measured) < 3:
+                problems.append(f"{where}: n = {len(measured)} < 3 measurements")
+            outside = [v for v in measured if not entry["lo"] <= v <= entry["hi"]]
+            if outside:
+                problems.append(f"{where}: measured {outside} outside [{entry['lo']}, {entry['hi']}]")
+            if "sweep" in entry:
+                if len(prov.get("seconds", [])) != prov["runs"]:
+                    problems.append(f"{where}: no wall time per run")
+                redone = bands.prediction_band(measured, **bands.limits_for(name.split(".", 1)[1],
+                                                                            content.get("limits", {})))
+                if not (math.isclose(redone["lo"], entry["lo"], abs_tol=1e-12)
+                        and math.isclose(redone["hi"], entry["hi"], abs_tol=1e-12) and entry["n"] == len(measured)):
+                    problems.append(f"{where}: not the rule's band of its measurements")
+    assert not problems, "\n".join(problems)
+
+
+def test_only_sources_with_measurements_have_bands():
+    """No band for full MNIST unless a sweep ran on full MNIST (the seed notebooks' numbers are claims)."""
+    for path in BAND_FILES:
+        content = json.loads(path.read_text())
+        swept = {(b, s) for b, per in content.get("sweeps", {}).items() for s in per}
+        for name, per_source in content.get("bands", {}).items():
+            for source, entry in per_source.items():
+                if "sweep" in entry:
+                    assert tuple(entry["sweep"]) in swept and entry["sweep"][1] == source, f"{path.name}: {name}"

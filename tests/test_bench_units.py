@@ -5,6 +5,7 @@ the clock discipline (a synchronize before every clock read), round planning, PA
 `labcheck bench`'s table, and one pytester run of the benchmark module (marker, gpu skip, extra_info).
 """
 import argparse
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -155,6 +156,7 @@ def test_contract_falls_back_to_the_bench_copies_and_says_why():
 
 
 def test_bench_main_prints_a_table_with_targets(monkeypatch, capsys, small_split, restore_threads):
+    monkeypatch.setenv(bench.GRADING_CLASS_ENV, "0")  # the grading row has its own test
     monkeypatch.setattr(bench, "PEAK_SIZES", (256,))
     monkeypatch.setattr(bench, "_train_split", lambda case, seed: small_split)
     args = argparse.Namespace(exercise="sgd", device="cpu", seconds=0.01, threads=1)
@@ -186,3 +188,58 @@ def test_benchmark_module_runs_under_pytest_benchmark(pytester):
     (info, *_) = [b["extra_info"] for b in json.loads(out.read_text())["benchmarks"] if b["extra_info"]["device"] == "cpu"]
     assert info["case"] == "hyperparams" and info["torch_threads"] == 1, info
     assert info["ratio_to_seed_style"] > 0 and info["peak_fraction"] > 0 and info["ratio_target"] == 8.0
+
+
+def _graded(statuses: dict[str, str]) -> dict:
+    return {"tests": [{"name": n, "status": s, "score": 1.0 if s == "passed" else 0.0} for n, s in statuses.items()]}
+
+
+def test_grading_class_copies_the_examples_round_robin(tmp_path):
+    subs, origin = bench.grading_class("sgd", 5, tmp_path / "class")
+    examples = sorted(p.stem for p in (paths.repo_root() / "examples" / "sgd").glob("*.py") if not p.name.startswith("_"))
+    assert [s.name for s in subs] == sorted(origin) and len(subs) == 5
+    assert [origin[s.name] for s in subs] == [examples[i % len(examples)] for i in range(5)]
+    for sub in subs:  # each student is a byte copy of its example, graded as its own submission
+        assert sub.path.read_bytes() == (paths.repo_root() / "examples" / "sgd" / f"{origin[sub.name]}.py").read_bytes()
+
+
+def test_grading_mismatches_compare_each_copy_with_its_examples_baseline():
+    origin = {"s0_correct": "correct", "s1_buggy": "buggy", "s2_correct": "correct"}
+    baseline = {"s0_correct": _graded({"a": "passed", "b": "passed"}), "s1_buggy": _graded({"a": "failed", "b": "passed"})}
+    pooled = {"s0_correct": _graded({"a": "passed", "b": "passed"}), "s1_buggy": _graded({"a": "failed", "b": "passed"}),
+              "s2_correct": _graded({"a": "passed", "b": "failed"})}
+    assert bench.grading_mismatches(baseline, pooled, origin) == ["s2_correct"]
+    pooled["s2_correct"] = _graded({"a": "passed", "b": "passed"})
+    assert bench.grading_mismatches(baseline, pooled, origin) == []
+
+
+def test_grading_result_rates_and_verdict():
+    res = bench.GradingResult("sgd", 20, 9, 2, baseline_seconds=45.0, pool_seconds=18.0, mismatches=[])
+    assert res.baseline_per_min == pytest.approx(12.0) and res.pool_per_min == pytest.approx(66.7, abs=0.1)
+    assert res.ratio == pytest.approx(5.56, abs=0.01) and res.verdict == "PASS" and res.misses() == []
+    assert ">=5x PASS" in bench.format_grading(res) and "same verdicts" in bench.format_grading(res)
+    slow = dataclasses.replace(res, pool_seconds=60.0)
+    assert slow.verdict == "MISS" and "target >= 5x" in slow.misses()[0]
+    wrong = dataclasses.replace(res, mismatches=["student003_correct"])
+    assert wrong.verdict == "MISS" and "student003_correct" in wrong.misses()[0]
+    assert wrong.extra_info()["same_verdicts"] is False
+
+
+def test_bench_main_prints_the_grading_row(monkeypatch, capsys, small_split, restore_threads):
+    monkeypatch.setattr(bench, "PEAK_SIZES", (256,))
+    monkeypatch.setattr(bench, "_train_split", lambda case, seed: small_split)
+    calls = []
+
+    def fake_measure(exercise, size):
+        calls.append((exercise, size))
+        return bench.GradingResult(exercise, size, 3, 2, 30.0, 20.0, [])
+
+    monkeypatch.setattr(bench, "measure_grading", fake_measure)
+    args = argparse.Namespace(exercise="sgd", device="cpu", seconds=0.01, threads=1, grading_class=4)
+    assert bench.main(args) == 0
+    assert calls == [("sgd", 4)]
+    assert "grading sgd" in capsys.readouterr().out
+    monkeypatch.setenv(bench.GRADING_CLASS_ENV, "0")
+    args = argparse.Namespace(exercise="sgd", device="cpu", seconds=0.01, threads=1)
+    bench.main(args)
+    assert calls == [("sgd", 4)], "LABCHECK_BENCH_GRADING_CLASS=0 skips the grading row"

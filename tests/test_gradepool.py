@@ -37,10 +37,14 @@ def test_environment_is_the_callers():
 HANG = """
 import subprocess, sys, time
 
+# The grandchild ignores SIGINT and says so by writing its pid (atomically) once it does.
+GRANDCHILD = (
+    "import os, signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "open('grandchild.tmp', 'w').write(str(os.getpid())); os.rename('grandchild.tmp', 'grandchild.pid'); "
+    "time.sleep(600)")
+
 def test_hang():
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    with open("grandchild.pid", "w") as f:
-        f.write(str(child.pid))
+    subprocess.Popen([sys.executable, "-c", GRANDCHILD])
     time.sleep(600)
 """
 
@@ -111,7 +115,7 @@ def test_a_hanging_child_times_out_and_its_group_is_stopped(tmp_path):
     gradepool.signal_group(grader.pid, signal.SIGINT)  # as grade._stop: pytest ends its report
     code = grader.wait(timeout=60)
     assert code == 2 and "KeyboardInterrupt" in (tmp_path / "hang.log").read_text()
-    assert _alive(grandchild), "pytest's SIGINT alone does not stop a grandchild"
+    assert _alive(grandchild), "the grandchild ignores SIGINT: only SIGKILL stops it"
     gradepool.signal_group(grader.pid, signal.SIGKILL)  # grade._stop's second signal: the whole group
     deadline = time.monotonic() + 10
     while _alive(grandchild) and time.monotonic() < deadline:
@@ -127,3 +131,26 @@ def test_sigkill_reports_the_signal_as_a_negative_exit_code(tmp_path):
     time.sleep(1.0)
     gradepool.signal_group(grader.pid, signal.SIGKILL)
     assert grader.wait(timeout=30) == -signal.SIGKILL
+
+
+UNGUARDED_SCRIPT = """
+import sys
+from pathlib import Path
+from labcheck import gradepool
+here = Path(__file__).parent
+with open(here / "script_runs.txt", "a") as f:  # once per run of this file's top level
+    f.write("ran\\n")
+grader = gradepool.launch([sys.executable, "-m", "pytest", str(here / "test_pass.py"), "-q", "-p", "no:cacheprovider"],
+                          here / "script.log", here)
+sys.exit(grader.wait(timeout=300))
+"""
+
+
+def test_a_callers_unguarded_script_is_not_rerun_in_the_child(tmp_path):
+    (tmp_path / "test_pass.py").write_text(PASSING)
+    script = tmp_path / "grade_my_class.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert (tmp_path / "script_runs.txt").read_text() == "ran\n"
+    assert "1 passed" in (tmp_path / "script.log").read_text()

@@ -278,3 +278,15 @@ def test_full_run_gives_the_headline_answers_and_stays_in_its_bands(ref, tmp_pat
     result = _run(ref, tmp_path, "--seed", str(bands.HELD_OUT_SEED))
     _check_headline_answers(result)
     _check_bands(ref, result, "full")
+
+
+def test_every_seed_claim_names_a_metric_of_the_full_run(ref, tmp_path):
+    """reference/claims/gradnorms.json names metrics of band_metrics: the sensing ones as a dry run reports them
+    (the grids' alphas do not change with the budget), the gradient norms per layer at epochs 1-5 and 40."""
+    metrics = set(ref.band_metrics(_run(ref, tmp_path, "--dry-run")))
+    depth = len(ref.Config().hidden_sizes) + 1
+    metrics |= {f"grad_norm_layer{j}.epoch{e}" for j in range(1, depth + 1) for e in (1, 2, 3, 4, 5, ref.Config().epochs)}
+    claimed = json.loads((bands.paths.reference_dir() / "claims" / "gradnorms.json").read_text())["claims"]
+    for claim in claimed:
+        for metric in filter(None, (claim["metric"], claim["compare"].partition(":")[2])):
+            assert metric in metrics, f"{claim['id']}: {metric}"

@@ -311,3 +311,19 @@ def test_full_study_gives_the_headline_answers_and_stays_in_its_bands(tmp_path_f
     # 2.9b: the run chosen on validation is scored on the test split without having been chosen for it
     assert study["answers"]["2.9b independent test set"]["its test accuracy"] == metrics["selected.test_acc"]
     _check_bands(metrics, study["data_source"], "full", untrained_accuracy)
+
+
+def test_every_seed_claim_names_a_metric_of_the_full_study():
+    """reference/claims/hyperparams.json compares the seed's table with band_metrics of the full study: every
+    metric it names is '<run key of plan(Config())>.<a per-run metric of band_metrics>' or a study summary."""
+    dry = ref.band_metrics(ref.main(ref.get_args_parser().parse_args(["--dry-run", "--no-progress"])))
+    dry_runs = {r.key for r in ref.plan(ref.Config.from_args(ref.get_args_parser().parse_args(["--dry-run"])))}
+    per_run = {name.split(".", 1)[1] for name in dry if name.split(".", 1)[0] in dry_runs}
+    summaries = {name for name in dry if name.split(".", 1)[0] not in dry_runs}
+    full_runs = {r.key for r in ref.plan(ref.Config())}
+    claimed = json.loads((bands.paths.reference_dir() / "claims" / "hyperparams.json").read_text())["claims"]
+    for claim in claimed:
+        for metric in filter(None, (claim["metric"], claim["compare"].partition(":")[2])):
+            run, _, rest = metric.partition(".")
+            assert metric in summaries or (run in full_runs and rest in per_run), f"{claim['id']}: {metric}"
+    assert {c["metric"].split(".")[0] for c in claimed} >= {r.key for r in ref.plan(ref.Config()) if r.label in ref.SEED_NUMBERS}

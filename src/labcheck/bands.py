@@ -47,6 +47,7 @@ class Band:
     lo: float
     hi: float
     provenance: dict
+    n: int | None = None  # runs that reported the metric (None: not recorded)
 
     def contains(self, value: float) -> bool:
         return self.lo <= value <= self.hi
@@ -97,8 +98,8 @@ def load_tables(directory: Path | None = None) -> tuple[dict[str, dict[str, Band
                     budget, sweep_source = entry["sweep"]
                     prov = content.get("sweeps", {}).get(budget, {}).get(sweep_source)
                 bands.setdefault(key, {})[source] = Band(
-                    key, source, float(entry["lo"]), float(entry["hi"]), prov if prov is not None else file_prov
-                )
+                    key, source, float(entry["lo"]), float(entry["hi"]), prov if prov is not None else file_prov,
+                    entry.get("n"))
     return bands, tolerances
 
 
@@ -236,3 +237,32 @@ def has_bands(exercise: str, budget: str, source: str) -> bool:
     """True when some band of `exercise` at `budget` was measured on `source`."""
     prefix = f"{exercise}.{budget}."
     return any(key.startswith(prefix) and source in per_source for key, per_source in BANDS.items())
+
+
+def check_all(exercise: str, budget: str, metrics: dict[str, float], source: str) -> list[Band]:
+    """Check every band of `exercise` at `budget` for `source` against a run's band_metrics.
+
+    A banded metric the run does not report fails too (e.g. no smallest interpolating width where every
+    measured seed had one). Raises one BandError listing every failure; returns the bands checked.
+    """
+    prefix = f"{exercise}.{budget}."
+    keys = sorted(k for k, per_source in BANDS.items() if k.startswith(prefix) and source in per_source)
+    if not keys:
+        raise KeyError(missing_band_message(exercise, budget, source))
+    failures, checked = [], []
+    for key in keys:
+        metric = key[len(prefix):]
+        band = BANDS[key][source]
+        if metric not in metrics:
+            if band.n is None or band.n < band.provenance.get("runs", 0):
+                continue  # some measured seeds did not report it either
+            failures.append(f"{key} is missing from the run, but every measured seed reported it "
+                            f"(band [{band.lo:.6g}, {band.hi:.6g}] from {band.describe_provenance()})")
+            continue
+        try:
+            checked.append(check_band(key, metrics[metric], source))
+        except BandError as e:
+            failures.append(str(e))
+    if failures:
+        raise BandError(f"{len(failures)} of {len(keys)} {budget} bands of {exercise} failed:\n" + "\n".join(failures))
+    return checked

@@ -15,12 +15,13 @@ runs, one run per seed, by ONE stated test per kind of claim:
                            least half of our seeds give exactly the seed's answer.
 
 "not comparable" comes first: the claim names no metric of ours, its `settings_differ` says how our
-settings differ, or it was measured on other data than our runs used (`data_source`), unless our
+settings differ, it was measured on other data than our runs used (`data_source`), unless our
 source is listed in the claim's `judge_on` (a relation between two of our models that does not hinge
-on the data set's size, judged with the difference stated).
+on the data set's size, judged with the difference stated), or our runs used another budget than the
+claim's `budget` ("full" unless "any": e.g. width's eta*, which no pass count changes).
 
 Claim fields: id, what, where, seed_value (number, string or null), metric, compare, data_source,
-seed_data, seed_settings, settings_differ (null or a sentence), optional resolution, judge_on.
+seed_data, seed_settings, settings_differ (null or a sentence), optional resolution, judge_on, budget.
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ class Claim:
     settings_differ: str | None = None  # how our settings differ (then: not comparable)
     resolution: float = 0.0  # half a unit of the seed's last printed digit
     judge_on: tuple[str, ...] = ()  # other data sources on which a relational claim is still judged
+    budget: str = "full"  # the budget of our runs it is comparable with; "any" when no budget changes it
 
     @property
     def kind(self) -> str:
@@ -145,24 +147,26 @@ def welch_one_sided(a: list[float], b: list[float], greater: bool) -> float:
     return float(result.pvalue)
 
 
-def not_comparable_reason(claim: Claim, source: str) -> str | None:
+def not_comparable_reason(claim: Claim, source: str, budget: str) -> str | None:
     if claim.metric is None:
         return "nothing in this exercise measures it" + (f": {claim.settings_differ}" if claim.settings_differ else "")
     if claim.settings_differ:
         return f"settings differ: {claim.settings_differ}"
     if claim.data_source != source and source not in claim.judge_on:
         return f"data differ: the seed used {claim.seed_data} ({claim.data_source}); our runs used {source}"
+    if claim.budget not in ("any", budget):
+        return f"budget differs: the claim is about the {claim.budget} budget ({claim.seed_settings}); our runs used {budget}"
     return None
 
 
-def judge(claim: Claim, runs: list[dict], source: str) -> Verdict:
-    """The verdict on one claim from our runs (each {"metrics": band_metrics(result)})."""
+def judge(claim: Claim, runs: list[dict], source: str, budget: str = "full") -> Verdict:
+    """The verdict on one claim from our runs (each {"metrics": band_metrics(result)}) at `budget`."""
     ours, other = _column(runs, claim.metric), _column(runs, claim.other_metric)
     kind = claim.kind
     test = TESTS.get(kind)
     if test is None:
         raise ValueError(f"claim {claim.id!r}: unknown compare {claim.compare!r}")
-    reason = not_comparable_reason(claim, source)
+    reason = not_comparable_reason(claim, source, budget)
     if reason:
         return Verdict(claim, NOT_COMPARABLE, ours, other, test, reason)
     note = "" if claim.data_source == source else f" (judged on {source}, not the seed's {claim.seed_data})"
@@ -194,8 +198,8 @@ def _plain(value):
     return value
 
 
-def judge_all(claims: list[Claim], runs: list[dict], source: str) -> list[Verdict]:
-    return [judge(c, runs, source) for c in claims]
+def judge_all(claims: list[Claim], runs: list[dict], source: str, budget: str = "full") -> list[Verdict]:
+    return [judge(c, runs, source, budget) for c in claims]
 
 
 # ---------------------------------------------------------------------------------------------

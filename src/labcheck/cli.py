@@ -65,6 +65,12 @@ def cmd_bands(args) -> int:
     return study.cmd_bands(args)
 
 
+def _isolation_level(text: str) -> str:
+    from labcheck.sandbox import isolation_level  # (imports torch: only when the flag is given)
+
+    return isolation_level(text)
+
+
 def cmd_grade(args) -> int:
     from labcheck import grade
 
@@ -107,8 +113,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0, metavar="S",
                    help="cap on the seconds of one call; each call gets max(20 x the reference's time, 5 s) "
                         "up to this (default: 60.0)")
-    p.add_argument("--min-isolation", metavar="LEVEL", default="whitelist-fs",
-                   choices=("none", "hook-only", "no-network", "whitelist-fs"),
+    p.add_argument("--min-isolation", metavar="LEVEL", default="whitelist-fs", type=_isolation_level,
                    help="refuse to grade below this confinement: none < hook-only < no-network < whitelist-fs "
                         "(bubblewrap) (default: whitelist-fs)")
     p.add_argument("--total-timeout", type=float, default=900.0, metavar="S",

@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import threading
+import types
 from pathlib import Path
 
 # Modules the forkserver imports once (the children inherit them): the heavy, non-plugin libraries.
@@ -47,6 +48,7 @@ REWRITTEN_PACKAGES = ("labcheck",)  # imported by the child's bootstrap, dropped
 GRADER_THREADS = 1  # torch threads of a grader child: --jobs graders share the cores fairly
 
 _CONTEXT_LOCK = threading.Lock()
+_MAIN_LOCK = threading.Lock()
 _context = None
 
 
@@ -132,7 +134,17 @@ def launch(command: list[str], log_path: Path, cwd: Path, env: dict[str, str] | 
     env = dict(os.environ if env is None else env)
     process = context().Process(target=_grader_main, name="labcheck-grader", daemon=False,
                                 args=(pytest_args(command), str(log_path), str(cwd), env, threads))
-    process.start()
+    with _MAIN_LOCK:
+        # multiprocessing re-runs the caller's __main__ script in every child before the target (its
+        # "safe importing of the main module" rule); a grader needs nothing from it, and a script
+        # without an `if __name__ == "__main__"` guard would grade its class again in each child.
+        # Start the child while __main__ is a bare module, so it has no script to re-run.
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            process.start()
+        finally:
+            sys.modules["__main__"] = main
     return ForkedGrader(process)
 
 

@@ -168,7 +168,7 @@ def cmd_reproduce_seeds(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     seeds = seeds_from(args.seeds, args.first_seed)
     sweep = run_sweep(args.exercise, seeds, budget, args.executor, out=out, extra_argv=args.reference_args)
-    verdicts = claims.judge_all(claims.load(args.exercise), sweep.runs, sweep.data_source)
+    verdicts = claims.judge_all(claims.load(args.exercise), sweep.runs, sweep.data_source, budget)
     (out / "sweep.json").write_text(json.dumps(
         {"provenance": sweep.provenance(), "runs": [{k: r[k] for k in ("seed", "data_source", "metrics", "seconds")}
                                                     for r in sweep.runs]}, indent=1) + "\n")

@@ -1,0 +1,73 @@
+"""labcheck.study: `labcheck bands ID --seeds N` and `labcheck reproduce ID --seeds N`, end to end on tiny budgets.
+
+The issue's done-when command `labcheck reproduce width --quick --seeds 3` runs the same code path as the
+--dry-run below (only the reference's budget differs); the band sweep is checked into a temporary folder.
+"""
+import json
+import shutil
+
+import pytest
+
+from labcheck import bands, cli, paths, study
+from labcheck.exercises import EXERCISES
+
+
+def test_reproduce_with_seeds_writes_report_and_png(tmp_path, capsys):
+    out = tmp_path / "study"
+    status = cli.main(["reproduce", "width", "--seeds", "2", "--dry-run", "--executor", "serial", "--out", str(out)])
+    assert status == 0
+    report = (out / "report.md").read_text()
+    assert "| `eta_star` |" in report and "| `smallest_interpolating_width` |" in report
+    assert "budget: **dry**" in report and "seeds [0, 1]" in report
+    # the dry run's claims on the full budget are not comparable; eta* (any budget) gets a verdict
+    assert "budget differs" in report and report.count("**not comparable**") >= 3
+    assert (out / "claims.png").stat().st_size > 1000
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert [r["seed"] for r in sweep["runs"]] == [0, 1] and all(r["metrics"]["divergent_lr"] > 0 for r in sweep["runs"])
+    assert (out / "seed_1" / "answers.json").exists(), "each run's own outputs"
+
+
+def test_reproduce_without_seeds_still_runs_the_reference_once(tmp_path):
+    assert cli.main(["reproduce", "width", "--dry-run", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "answers.json").read_text())["passes"] == 1
+
+
+def test_bands_command_writes_the_rule_and_provenance(tmp_path):
+    shutil.copy(paths.bands_dir() / "sgd.json", tmp_path / "sgd.json")
+    before = json.loads((tmp_path / "sgd.json").read_text())
+    tiny = "--max-train 256 --n-test 200"
+    status = cli.main(["bands", "sgd", "--seeds", "2", "--quick", "--allow-few", "--first-seed", "5",
+                       "--executor", "serial", "--bands-dir", str(tmp_path), "--reference-args", tiny])
+    assert status == 0
+    content = json.loads((tmp_path / "sgd.json").read_text())
+    assert content["tolerances"] == before["tolerances"] and content["limits"] == before["limits"]
+    prov = content["sweeps"]["quick"]["mnist-5k"]
+    assert prov["seeds"] == [5, 6] and len(prov["seconds"]) == 2 and prov["budget"] == "quick"
+    assert "--reference-args" in prov["command"] and prov["data_source"] == "mnist-5k"
+    band = content["bands"]["quick.test_acc.custom_sgd"]["mnist-5k"]
+    assert band["n"] == 2 and band["lo"] <= band["min"] <= band["max"] <= band["hi"]
+    assert content["bands"]["quick.custom_vs_torch.sgd.max_abs_param_difference"]["mnist-5k"]["hi"] == 0.0
+
+
+def test_bands_refuses_too_few_seeds_and_the_held_out_seed():
+    with pytest.raises(SystemExit, match="at least 10 seeds"):
+        cli.main(["bands", "sgd", "--seeds", "3", "--quick"])
+    with pytest.raises(SystemExit, match="held out"):
+        study.seeds_from(5, bands.HELD_OUT_SEED - 2)
+
+
+@pytest.mark.parametrize("exercise", EXERCISES)
+def test_every_reference_has_the_skeleton(exercise):
+    """The reference skeleton of issue #13 (../notes/SKELETON.md): the same names and flags in all five."""
+    module = study.load_reference(exercise)
+    for name in ("Config", "QUICK", "DRY_RUN", "get_args_parser", "main", "band_metrics"):
+        assert hasattr(module, name), f"reference/{exercise}.py lacks {name}"
+    args = module.get_args_parser().parse_args(["--seed", "3", "--deterministic", "--quick", "--out", "x"])
+    cfg = module.Config.from_args(args)
+    assert (cfg.seed, cfg.deterministic, cfg.quick, cfg.out) == (3, True, True, "x")
+    assert all(getattr(cfg, k) == v for k, v in module.QUICK.items()), "QUICK applied by from_args"
+    dry = module.Config.from_args(module.get_args_parser().parse_args(["--dry-run"]))
+    assert all(getattr(dry, k) == v for k, v in module.DRY_RUN.items()), "DRY_RUN applied by from_args"
+    assert module.Config().out is None, "no files unless --out"
+    flags = {o for a in module.get_args_parser()._actions for o in a.option_strings}
+    assert not flags & {"--write-bands", "--band-seeds", "--bands-seeds"}
