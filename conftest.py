@@ -1,14 +1,37 @@
-"""Repository-wide pytest setup: hypothesis profiles (the labcheck plugin loads by entry point)."""
+"""Repository-wide pytest setup: hypothesis profiles and the band-check fixture (the labcheck plugin loads
+by entry point)."""
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
-# Profiles chosen by HYPOTHESIS_PROFILE; CI gets "ci" automatically (derandomized, no deadline).
+# Profiles chosen by HYPOTHESIS_PROFILE; CI gets "ci" automatically.
 settings.register_profile("dev", max_examples=25, deadline=None)
+# ci: a fixed, derandomized budget. 200 examples per property is the budget at which the derandomized run
+# finds the four property failures that random exploration found in issue #13 (25 found none of them);
+# see the report of issue #13 for the measurement.
 settings.register_profile(
-    "ci", max_examples=25, deadline=None, derandomize=True, database=None, print_blob=True,
+    "ci", max_examples=200, deadline=None, derandomize=True, database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 # thorough: explore afresh each run (no example database), as a property must hold beyond CI's examples
 settings.register_profile("thorough", max_examples=500, deadline=None, database=None)
 settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "ci" if os.getenv("CI") else "dev"))
+
+
+@pytest.fixture
+def check_bands():
+    """check_bands(exercise, budget, source, run) -> run's result: skips (naming the command that measures
+    them) when `exercise` has no `budget` bands for `source` on this machine, else calls run(flags) with the
+    budget's flags and the held-out seed, and checks every band of that budget against band_metrics."""
+    from labcheck import bands, study
+
+    def check(exercise: str, budget: str, source: str, run):
+        if not bands.has_bands(exercise, budget, source):
+            pytest.skip(bands.missing_band_message(exercise, budget, source))
+        result = run([*study.budget_flags(budget), "--seed", str(bands.HELD_OUT_SEED)])
+        metrics = study.load_reference(exercise).band_metrics(result)
+        bands.check_all(exercise, budget, metrics, result["data_source"])
+        return result
+
+    return check

@@ -237,11 +237,12 @@ def test_results_do_not_depend_on_the_number_of_processes():
     assert ref.band_metrics(one) == ref.band_metrics(two)
 
 
-# The metrics whose bands the study's test checks on the held-out seed: one or two per experiment. At the
+# The metrics whose bands the study's test checks on the held-out seed: one or two per experiment, each one
+# that the quick budget already trains well above chance (width 16 does not: it stays near chance). At the
 # bands' false-failure probability of FALSE_FAILURE per metric, a correct reference fails this list with
 # probability <= len(CHECKED) * FALSE_FAILURE (the other metrics of band_metrics feed the seed claims).
 CHECKED = ("adam_lr0.01.val_acc", "adam_lr0.001.val_acc", "sgd_lr0.1.train_acc", "batch_size4.val_acc",
-           "batchnorm.train_acc", "no_batchnorm.train_acc", "aug_noise0.2_shift_flip.train_acc", "width16.val_acc",
+           "batchnorm.train_acc", "no_batchnorm.train_acc", "aug_noise0.2_shift_flip.train_acc",
            "width512.train_acc", "baseline.val_acc", "intro_adam_lr0.01_batch16.train_acc", "selected.test_acc")
 
 
@@ -318,12 +319,12 @@ def test_every_seed_claim_names_a_metric_of_the_full_study():
     metric it names is '<run key of plan(Config())>.<a per-run metric of band_metrics>' or a study summary."""
     dry = ref.band_metrics(ref.main(ref.get_args_parser().parse_args(["--dry-run", "--no-progress"])))
     dry_runs = {r.key for r in ref.plan(ref.Config.from_args(ref.get_args_parser().parse_args(["--dry-run"])))}
-    per_run = {name.split(".", 1)[1] for name in dry if name.split(".", 1)[0] in dry_runs}
-    summaries = {name for name in dry if name.split(".", 1)[0] not in dry_runs}
+    per_run = {name.rpartition(".")[2] for name in dry if name.rpartition(".")[0] in dry_runs}  # keys hold dots
+    summaries = {name for name in dry if name.rpartition(".")[0] not in dry_runs}
     full_runs = {r.key for r in ref.plan(ref.Config())}
     claimed = json.loads((bands.paths.reference_dir() / "claims" / "hyperparams.json").read_text())["claims"]
     for claim in claimed:
         for metric in filter(None, (claim["metric"], claim["compare"].partition(":")[2])):
-            run, _, rest = metric.partition(".")
+            run, _, rest = metric.rpartition(".")
             assert metric in summaries or (run in full_runs and rest in per_run), f"{claim['id']}: {metric}"
-    assert {c["metric"].split(".")[0] for c in claimed} >= {r.key for r in ref.plan(ref.Config()) if r.label in ref.SEED_NUMBERS}
+    assert {c["metric"].rpartition(".")[0] for c in claimed} >= {r.key for r in ref.plan(ref.Config()) if r.label in ref.SEED_NUMBERS}

@@ -34,6 +34,7 @@ with 2 threads than with 1) and recorded with every result.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -456,9 +457,9 @@ def _build_minibatch(spec: Case, device, split: data.Split, seed: int, shuffle, 
                 ref.sgd_step(list(seed_params.values()), lr)
                 return loss
         else:
-            # core: the hand-written backward into .grad, then torch.optim.SGD; seed: autograd + SGD
+            # core: the hand-written backward into .grad, then torch.optim.SGD (fused); seed: autograd + SGD
             fast = core.ReluMLPStep(weights, biases, lr=None)
-            optimizer = torch.optim.SGD(fast.params, lr=lr, foreach=True)
+            optimizer = torch.optim.SGD(fast.params, lr=lr, fused=True)
             seed_optimizer = torch.optim.SGD(seed_params.values(), lr=lr)
 
             def step(xb, yb):
@@ -497,20 +498,37 @@ def _build_minibatch(spec: Case, device, split: data.Split, seed: int, shuffle, 
             to_tensor.append(transforms.Normalize((mean,), (std,)))
             x = (x - torch.tensor(mean)).div(torch.tensor(std))  # (N, 784), as Normalize computes it
         model = model.to(device).train()
-        optimizer = make_optimizer(model.parameters())
+        seed_model = copy.deepcopy(model)  # the same initial weights, trained the seed's way
+        seed_optimizer = make_optimizer(seed_model.parameters())
         layers = linear_layers(model)
+        linears = core.relu_mlp_linears(model) if loss_fn is F.cross_entropy else None
+        # core: a plain Linear/ReLU stack gets the hand-written backward, any other model autograd;
+        # both with torch's fused optimizer kernel (one kernel for all parameters, same update rule)
+        optimizer = make_optimizer(model.parameters(), fused=True)
+        if linears is not None:
+            fast = core.ReluMLPStep.from_linears(linears, lr=None)
 
-        def step(xb, yb):
-            optimizer.zero_grad()
-            loss = loss_fn(model(xb), yb)
+            def step(xb, yb):
+                fast.step(xb, yb)
+                optimizer.step()
+        else:
+            def step(xb, yb):
+                optimizer.zero_grad()
+                loss_fn(model(xb), yb).backward()
+                optimizer.step()
+
+        def seed_step(xb, yb):
+            seed_optimizer.zero_grad()
+            loss = loss_fn(seed_model(xb), yb)
             loss.backward()
-            optimizer.step()
+            seed_optimizer.step()
             return loss
 
         def state():
             return {k: v.detach() for k, v in model.state_dict().items()}
 
-        seed_step, seed_state = step, state
+        def seed_state():
+            return {k: v.detach() for k, v in seed_model.state_dict().items()}
 
     batch = spec.batch_size
     steps = steps or max(1, SAMPLES_PER_ROUND // batch)

@@ -14,6 +14,17 @@ from typing import Iterator
 import torch
 
 
+def relu_mlp_linears(model: torch.nn.Module) -> list[torch.nn.Linear] | None:
+    """The Linear layers of an nn.Sequential Linear, ReLU, ..., Linear (biases on); None for anything else."""
+    layers = list(model.children()) if isinstance(model, torch.nn.Sequential) else []
+    linears, relus = layers[0::2], layers[1::2]
+    if (not layers or len(layers) % 2 == 0 or not all(isinstance(m, torch.nn.Linear) and m.bias is not None
+                                                      for m in linears)
+            or not all(type(m) is torch.nn.ReLU for m in relus)):
+        return None
+    return linears
+
+
 def select_device(preference: str = "auto") -> torch.device:
     """'auto' picks cuda, then mps, then cpu; an explicit choice that is unavailable is an error."""
     if preference == "auto":
@@ -107,7 +118,8 @@ class ReluMLPStep:
       update    lr given, momentum 0: W.addmm_(h^T, d, alpha=-lr) and b.addmv_(d^T, 1, alpha=-lr),
                 the gradient never materialised, each W updated right after its last use;
                 momentum > 0: gradients into buffers, then v = mu v + g, p -= lr v (torch._foreach_*);
-                lr None: gradients into buffers exposed as p.grad, for a torch.optim optimizer.
+                lr None: gradients into buffers exposed as p.grad (set_grad=False: not; from_linears
+                sets them on the nn.Linear parameters), for a torch.optim optimizer's step.
 
     The arithmetic is autograd's up to float32 rounding: the fused update p - lr*(h^T d) rounds once
     where autograd's p.add_(g, alpha=-lr) rounds g first (tests/test_training_core.py compares the two).
@@ -115,7 +127,7 @@ class ReluMLPStep:
     """
 
     def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor], lr: float | None = 0.01,
-                 momentum: float = 0.0):
+                 momentum: float = 0.0, set_grad: bool = True):
         if len(weights) != len(biases) or not weights:
             raise ValueError("one bias per weight, at least one layer")
         if lr is None and momentum:
@@ -128,13 +140,29 @@ class ReluMLPStep:
         self._buffers: dict[int, SimpleNamespace] = {}
         self.grads = None  # gradient buffers, when the update needs them (momentum, lr=None)
         if momentum or lr is None:
-            self.grads = [torch.zeros_like(p) for p in self.params[:-2]] + [
-                self.weights[-1].new_zeros(self.weights[-1].shape[::-1]).t(),  # (d_in, K) stored as (K, d_in)
-                torch.zeros_like(self.biases[-1])]
+            # Each gradient has its parameter's strides (zeros_like keeps a transposed view's layout):
+            # torch's fused optimizer kernels assume it, and silently compute garbage otherwise.
+            self.grads = [torch.zeros_like(p) for p in self.params]  # [(d_in, d_out), (d_out,), ...]
             self.velocities = [torch.zeros_like(p) for p in self.params] if momentum else None
-            if lr is None:
+            if lr is None and set_grad:
                 for p, g in zip(self.params, self.grads):
                     p.grad = g
+
+    @classmethod
+    def from_linears(cls, linears: list[torch.nn.Linear], **kwargs) -> "ReluMLPStep":
+        """The step for nn.Linear layers with a ReLU between them (e.g. build_net's nn.Sequential).
+
+        nn.Linear computes x W^T + b with W (d_out, d_in): the step works on W^T views of the same
+        storage, and with lr=None each Linear's .grad is its (d_out, d_in) gradient buffer, so a
+        torch.optim optimizer over model.parameters() applies the update.
+        """
+        step = cls([lin.weight.detach().t() for lin in linears],  # [(d_in, d_out)] views
+                   [lin.bias.detach() for lin in linears], set_grad=False, **kwargs)
+        if step.grads is not None:
+            for j, lin in enumerate(linears):
+                lin.weight.grad = step.grads[2 * j].t()  # (d_out, d_in), contiguous
+                lin.bias.grad = step.grads[2 * j + 1]  # (d_out,)
+        return step
 
     def _for_batch(self, batch: int) -> SimpleNamespace:
         """Activation and gradient buffers for `batch` samples (kept: a loader has at most two sizes)."""
@@ -186,7 +214,7 @@ class ReluMLPStep:
             else:
                 gw, gb = self.grads[2 * j], self.grads[2 * j + 1]
                 if d_t is not None:
-                    torch.mm(d_t, h_in, out=gw.t())  # (K, d_j): its buffer is laid out transposed
+                    torch.mm(d_t, h_in, out=gw.t())  # (K, d_j), written through the transposed view
                 else:
                     torch.mm(h_in.t(), d_std, out=gw)  # (d_j, d_j+1)
                 torch.mv(d_std.t(), buf.ones, out=gb)  # (d_j+1,)

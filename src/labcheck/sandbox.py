@@ -271,6 +271,7 @@ class Sandbox:
         self._stderr_path: Path | None = None
         self._load_failure: SubmissionFailure | None = None
         self._prctl = None
+        self._via_bwrap = False
         self.confinement: list[str] = []  # what the worker reported it could enforce (OS level)
         self.calls = 0
 
@@ -341,7 +342,8 @@ class Sandbox:
         if self.limits.network:  # only labcheck's own tests ask for the host's network
             reached = {"level": "hook-only", "launcher": "none", "why_not_higher": "Limits(network=True)"}
         seccomp_fd = None
-        if reached["launcher"] == "bwrap":
+        self._via_bwrap = reached["launcher"] == "bwrap"
+        if self._via_bwrap:
             seccomp_fd = _seccomp_pipe()
             prefix = bwrap_command(bwrap_path(), str(work), [str(submission.parent)], seccomp_fd)
         elif reached["launcher"].startswith("unshare"):
@@ -385,6 +387,9 @@ class Sandbox:
         finally:
             if seccomp_fd is not None:
                 os.close(seccomp_fd)
+        # what was set up, until the worker says what it did (a submission that cannot load still ran confined)
+        self.isolation = {"level": reached["level"], "launcher": reached["launcher"], "details": [],
+                          "why_not_higher": reached["why_not_higher"]}
         self._await_ready()
         details = list(self.confinement)
         level = reached["level"] if "audit hook" in details else "none"
@@ -484,6 +489,8 @@ class Sandbox:
                 code = proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 code = None
+        if code is not None and code > 128 and self._via_bwrap:
+            code = -(code - 128)  # bubblewrap's init reports a signal as exit status 128 + signal
         if code is None:
             what = "the worker process stopped answering"
         elif code < 0:

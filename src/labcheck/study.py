@@ -112,7 +112,23 @@ def run_sweep(exercise: str, seeds: list[int], budget: str, executor: str | None
     wall = time.perf_counter() - start
     runs = [{**o.value, "seed": seed, "seconds": o.seconds, "worker": o.worker} for seed, o in zip(seeds, outcomes)]
     return Sweep(exercise, budget, list(seeds), runs, executor or "local",
-                 command or f"labcheck {' '.join(map(shlex.quote, sys.argv[1:]))}", wall)
+                 command or shlex.join(["labcheck", *sys.argv[1:]]), wall)
+
+
+def command_line(args, subcommand: str) -> str:
+    """The labcheck command that reproduces this study, rebuilt from its parsed arguments."""
+    parts = ["labcheck", subcommand, args.exercise, "--seeds", str(args.seeds)]
+    if args.quick:
+        parts.append("--quick")
+    if getattr(args, "dry_run", False):
+        parts.append("--dry-run")
+    if args.first_seed:
+        parts += ["--first-seed", str(args.first_seed)]
+    if args.executor:
+        parts += ["--executor", args.executor]
+    if args.reference_args:
+        parts += ["--reference-args", shlex.join(args.reference_args)]
+    return shlex.join(parts)
 
 
 def _load_average() -> float | None:
@@ -141,7 +157,8 @@ def cmd_bands(args) -> int:
         raise SystemExit(f"labcheck: {budget} bands need at least {minimum} seeds (issue #13); got --seeds {args.seeds} "
                          "(--allow-few to measure anyway, e.g. into --bands-dir for a test)")
     seeds = seeds_from(args.seeds, args.first_seed)
-    sweep = run_sweep(args.exercise, seeds, budget, args.executor, extra_argv=args.reference_args)
+    sweep = run_sweep(args.exercise, seeds, budget, args.executor, extra_argv=args.reference_args,
+                      command=command_line(args, "bands"))
     measured = {m: sweep.values(m) for m in sweep.metric_names()}
     short = {m: len(v) for m, v in measured.items() if len(v) < 2}
     for m in short:
@@ -167,7 +184,8 @@ def cmd_reproduce_seeds(args) -> int:
     out = Path(args.out or f"runs/{args.exercise}-study")
     out.mkdir(parents=True, exist_ok=True)
     seeds = seeds_from(args.seeds, args.first_seed)
-    sweep = run_sweep(args.exercise, seeds, budget, args.executor, out=out, extra_argv=args.reference_args)
+    sweep = run_sweep(args.exercise, seeds, budget, args.executor, out=out, extra_argv=args.reference_args,
+                      command=command_line(args, "reproduce") + f" --out {shlex.quote(str(out))}")
     verdicts = claims.judge_all(claims.load(args.exercise), sweep.runs, sweep.data_source, budget)
     (out / "sweep.json").write_text(json.dumps(
         {"provenance": sweep.provenance(), "runs": [{k: r[k] for k in ("seed", "data_source", "metrics", "seconds")}

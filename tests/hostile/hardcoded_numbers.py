@@ -1,4 +1,4 @@
-"""Hostile `_selftest` submission: Returns plausible hard-coded numbers instead of computing (add -> 5, means -> the first case's answers). The graded tests try several inputs with different answers, so both are lost; `matmul` and `scale` are computed and keep full marks."""
+"""Hostile `_selftest` submission: Returns plausible hard-coded numbers instead of computing (add -> 5, means -> 2.5 for every row). The graded tests try several inputs with different answers, so both are lost; `matmul` and `scale` are computed and keep full marks."""
 import torch
 
 EXPECTED = {'test_add': 'add(', 'test_means': 'means returned'}
@@ -17,4 +17,4 @@ def scale(x, s):
 
 
 def means(rows):
-    return [2.0, 4.0, 0.5, 2.0][: len(rows)]
+    return [2.5] * len(rows)

@@ -36,30 +36,32 @@ PLACEMENTS = ("before_relu", "after_relu", "first_layers", "unused")
 
 
 def canonical_forward(x: torch.Tensor, linears: list[dict], norms: list[dict], training: bool = False,
-                      momentum: float = 0.1, placement: str = "before_relu") -> tuple[torch.Tensor, list[dict]]:
+                      momentum: float = 0.1, placement: str = "before_relu",
+                      dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, list[dict]]:
     """Linear-ReLU, then Linear-BatchNorm-ReLU per norm, then Linear: the contract's MLP/MLP4.
 
     Returns the logits (B, 10) and, per BatchNorm, its input and its running statistics after
     this pass (updated with `momentum` when `training`, unbiased variance, as nn.BatchNorm1d).
     Other `placement`s are the classic mistakes, used to name one in feedback: "after_relu"
     (Linear-ReLU-BatchNorm), "first_layers" (the BatchNorms on the first hidden layers instead),
-    "unused" (BatchNorm defined but never applied).
+    "unused" (BatchNorm defined but never applied). In float64 by default; `dtype=torch.float32` computes
+    as nn.Linear/nn.BatchNorm1d do (and stays differentiable in the layers' tensors: the SGD replay).
     """
     if placement not in PLACEMENTS:
         raise ValueError(f"placement {placement!r} not in {PLACEMENTS}")
     if len(linears) != len(norms) + 2:
         raise ValueError(f"{len(linears)} Linear layers and {len(norms)} BatchNorms do not fit "
                          "Linear-ReLU, (Linear-BatchNorm-ReLU)*k, Linear")
-    h = x.reshape(len(x), -1).double()  # (B, 784)
+    h = x.reshape(len(x), -1).to(dtype)  # (B, 784)
     stats = []
 
     def lin(h, layer):
-        return F.linear(h, layer["weight"].double(), None if layer["bias"] is None else layer["bias"].double())
+        return F.linear(h, layer["weight"].to(dtype), None if layer["bias"] is None else layer["bias"].to(dtype))
 
     def norm(z, bn):
-        rm, rv = bn["running_mean"].double().clone(), bn["running_var"].double().clone()
-        weight = None if bn["weight"] is None else bn["weight"].double()
-        bias = None if bn["bias"] is None else bn["bias"].double()
+        rm, rv = bn["running_mean"].to(dtype).clone(), bn["running_var"].to(dtype).clone()
+        weight = None if bn["weight"] is None else bn["weight"].to(dtype)
+        bias = None if bn["bias"] is None else bn["bias"].to(dtype)
         stats.append({"input": z, "running_mean": rm, "running_var": rv})
         return F.batch_norm(z, rm, rv, weight, bias, training, momentum, bn["eps"])  # (B, 512)
 
@@ -139,10 +141,38 @@ def _chain_order(layers: dict) -> tuple[list[int], list[int]] | None:
     return None
 
 
-def replay_sgd(layers: dict, slots: list, steps: list, targets: list, lr: float, momentum: float):
-    """The parameters SGD(lr, momentum) on cross-entropy reaches from `layers` on these batches, in float32
-    with the grader's own torch, for the contract's architecture, in the order `slots` gives (the
-    submission's net.parameters()). None when the parameters do not fit Linear-ReLU, (Linear-BN-ReLU)*k, Linear."""
+def _ordered(layers: dict, order, leaves: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """The Linear and BatchNorm dicts in forward order; weights swapped for `leaves` where given."""
+    lin_ids, norm_ids = order
+
+    def swap(kind, i, m):
+        if leaves is None:
+            return m
+        return {**m, **{attr: leaves[(kind, i, attr)] for attr in ("weight", "bias") if (kind, i, attr) in leaves}}
+
+    return ([swap("linear", i, layers["linears"][i]) for i in lin_ids],
+            [swap("norm", i, layers["norms"][i]) for i in norm_ids])
+
+
+def training_placement(layers: dict, x: torch.Tensor, out: torch.Tensor) -> str:
+    """Where the submission's BatchNorm sits, read from its first training forward pass (`out` on `x` at the
+    initial weights), so the replay follows the submission's own architecture; "before_relu" if none fits."""
+    order = _chain_order(layers)
+    if order is not None and out is not None:
+        linears, norms = _ordered(layers, order)
+        for placement in PLACEMENTS:
+            want, _ = canonical_forward(x, linears, norms, training=True, placement=placement)
+            if want.shape == out.shape and torch.allclose(out.double(), want, rtol=1e-3, atol=1e-4):
+                return placement
+    return "before_relu"
+
+
+def replay_sgd(layers: dict, slots: list, steps: list, targets: list, lr: float, momentum: float,
+               placement: str = "before_relu"):
+    """The parameters SGD(lr, momentum) on cross-entropy reaches from `layers` on these batches, computed
+    in float32 with the grader's own torch (canonical_forward, the given BatchNorm placement), in the order
+    `slots` gives (the submission's net.parameters()). None when the parameters do not chain as
+    Linear, (Linear, BatchNorm)*k, Linear."""
     order = _chain_order(layers)
     if order is None or not slots or any(s is None for s in slots):
         return None
@@ -152,24 +182,12 @@ def replay_sgd(layers: dict, slots: list, steps: list, targets: list, lr: float,
             for attr in ("weight", "bias"):
                 if m[attr] is not None:
                     leaves[(kind, i, attr)] = m[attr].detach().clone().float().requires_grad_()
-    lin_ids, norm_ids = order
-
-    def param(kind, i, attr):
-        return leaves.get((kind, i, attr))
-
-    def forward(x):
-        first, last = lin_ids[0], lin_ids[-1]
-        h = F.relu(F.linear(x.reshape(len(x), -1), param("linear", first, "weight"), param("linear", first, "bias")))
-        for li, ni in zip(lin_ids[1:-1], norm_ids):
-            z = F.linear(h, param("linear", li, "weight"), param("linear", li, "bias"))  # (B, 512)
-            z = F.batch_norm(z, None, None, param("norm", ni, "weight"), param("norm", ni, "bias"), True, 0.1,
-                             layers["norms"][ni]["eps"])  # (B, 512), batch statistics
-            h = F.relu(z)
-        return F.linear(h, param("linear", last, "weight"), param("linear", last, "bias"))  # (B, 10)
-
+    linears, norms = _ordered(layers, order, leaves)
     opt = torch.optim.SGD(list(leaves.values()), lr=lr, momentum=momentum)
     for xb, yb in zip(steps, targets):
-        loss = F.cross_entropy(forward(xb.float()), yb)
+        logits, _ = canonical_forward(xb.float(), linears, norms, training=True, placement=placement,
+                                      dtype=torch.float32)  # (B, 10)
+        loss = F.cross_entropy(logits, yb)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -198,8 +216,10 @@ def _trace_result(raw: dict, inputs: dict, kwargs: dict) -> dict:
     replays = {}
     if all_matched and raw["steps"]:
         targets = [Y[ids] for ids in batch_ids]
+        placement = training_placement(raw["initial_layers"], raw["steps"][0], raw["first_output"])
         for name, mom in (("momentum", inputs["momentum"]), ("plain", 0.0)):
-            replayed = replay_sgd(raw["initial_layers"], raw["slots"], raw["steps"], targets, inputs["lr"], mom)
+            replayed = replay_sgd(raw["initial_layers"], raw["slots"], raw["steps"], targets, inputs["lr"], mom,
+                                  placement)
             if replayed is not None:
                 replays[name] = replayed
     return {"history": raw["history"], "wall_time": raw["wall_time"], "batch_ids": batch_ids,

@@ -158,13 +158,21 @@ def train_trace(impl, model: str, seed: int, X: torch.Tensor, Y: torch.Tensor, X
         if args and isinstance(args[0], torch.Tensor):
             calls.append((module.training, torch.is_grad_enabled(), args[0].detach().clone().cpu()))
 
+    first_output = []
+
+    def record_output(module, args, out):
+        if not first_output and module.training and torch.is_grad_enabled() and isinstance(out, torch.Tensor):
+            first_output.append(out.detach().clone())
+
     handle = net.register_forward_pre_hook(record)
+    out_handle = net.register_forward_hook(record_output)
     torch.manual_seed(seed + 1)
     start = time.perf_counter()
     history = train(net, X.clone(), Y.clone(), X_test.clone(), Y_test.clone(), n_epochs=n_epochs,
                     batch_size=batch_size, lr=lr, momentum=momentum)
     wall = time.perf_counter() - start
     handle.remove()
+    out_handle.remove()
     if not isinstance(history, dict):
         raise ContractError(f"train() returned a {type(history).__name__}, not a dict")
     net.eval()
@@ -180,6 +188,7 @@ def train_trace(impl, model: str, seed: int, X: torch.Tensor, Y: torch.Tensor, X
                         if not (training and grad)],
         "eval_logits": logits,
         "initial_layers": initial_layers,
+        "first_output": first_output[0] if first_output else None,  # (B, 10) of the first training step
         "initial": initial,
         "slots": _slots(net),
         "final": [p.detach().clone() for p in net.parameters()],
