@@ -334,6 +334,9 @@ def test_main_dry_run_writes_every_output(ref, tmp_path):
     assert answers["data"]["train_size"] == sum(answers["data"]["train_per_class"])
     assert set(result["summaries"]) == {"MLP", "MLP4"}
     assert "Q4_MLP4_vs_MLP" in answers and answers["budget"]["dry_run"] is True
+    assert "VGG11" in answers["Q3_MLP_vs_VGG11"]["answer"] and result["data_source"] == answers["data"]["source"]
+    metrics = ref.band_metrics(result)
+    assert metrics["MLP4.test_plateau_epoch"] >= 1 and "MLP.test_accuracy_range_last_half" in metrics
 
 
 def test_every_flag_maps_to_a_config_field(ref):
@@ -342,25 +345,12 @@ def test_every_flag_maps_to_a_config_field(ref):
     assert dests == fields
 
 
-def check_bands(result: dict, budget: str, source: str) -> None:
-    failures = []
-    for name, summary in result["summaries"].items():
-        for metric in ("final_test_accuracy", "final_train_accuracy", "final_test_loss"):
-            try:
-                bands.check_band(f"batchnorm.{budget}.{name}.{metric}", summary[metric], source)
-            except bands.BandError as e:
-                failures.append(str(e))
-    assert not failures, "\n".join(failures)
-
-
-def test_quick_reproduction_within_bands(ref, tmp_path, mnist):
-    result, _ = run_main(ref, tmp_path, "--quick")
-    check_bands(result, "quick", mnist["source"])
+def test_quick_reproduction_within_bands(ref, tmp_path, mnist, check_bands):
+    check_bands("batchnorm", "quick", mnist["source"], lambda flags: run_main(ref, tmp_path, *flags)[0])
 
 
 @pytest.mark.slow
-def test_full_reproduction_within_bands(ref, tmp_path, mnist):
-    result, _ = run_main(ref, tmp_path)
-    check_bands(result, "full", mnist["source"])
+def test_full_reproduction_within_bands(ref, tmp_path, mnist, check_bands):
+    check_bands("batchnorm", "full", mnist["source"], lambda flags: run_main(ref, tmp_path, *flags)[0])
     answers = json.loads((tmp_path / "answers.json").read_text())
     assert answers["budget"]["epochs"] == 20

@@ -294,46 +294,36 @@ def test_cli_flags_map_to_config(ref):
 
 
 def test_dry_run(ref, tmp_path):
-    assert ref.main(parse(ref, "--dry-run", "--device", "cpu", "--out", str(tmp_path))) == 0
+    report = ref.main(parse(ref, "--dry-run", "--device", "cpu", "--out", str(tmp_path)))
     for name in ("sgd_curves.png", "momentum_curves.png", "log.csv", "answers.json"):
         assert (tmp_path / name).stat().st_size > 0
     answers = json.loads((tmp_path / "answers.json").read_text())
-    assert set(answers["final_test_acc"]) == set(ref.RUNS)
+    assert set(answers["final_test_acc"]) == set(ref.RUNS) and answers["epochs"] == ref.DRY_RUN["epochs"]
     assert answers["custom_vs_torch"]["sgd"]["max_abs_param_difference"] == 0.0
+    assert report["data_source"] == answers["source"] and report["config"]["dry_run"] is True
+    metrics = ref.band_metrics(report)
+    assert metrics["custom_vs_torch.momentum.max_abs_param_difference"] == 0.0 and "init.test_loss" in metrics
 
 
-def check_bands(answers, prefix):
-    source = answers["source"]
-    key = f"sgd.{prefix}.test_acc.custom_sgd"
-    if source not in bands.BANDS.get(key, {}):
-        pytest.skip(f"no {prefix} band measured for data source {source!r} (run labcheck reproduce sgd --write-bands)")
-    problems = []
-    for name, value in answers["final_test_acc"].items():
-        try:
-            bands.check_band(f"sgd.{prefix}.test_acc.{name}", value, source)
-        except bands.BandError as e:
-            problems.append(str(e))
-    for metric in ("test_loss", "test_acc"):
-        try:
-            bands.check_band(f"sgd.init.{metric}", answers["init"][metric], source)
-        except bands.BandError as e:
-            problems.append(str(e))
-    assert not problems, "\n".join(problems)
-
-
-def run_budget(ref, tmp_path, *flags):
+def run_budget(ref, tmp_path, flags):
     torch.set_num_threads(1)
-    assert ref.main(parse(ref, *flags, "--device", "cpu", "--out", str(tmp_path))) == 0
-    answers = json.loads((tmp_path / "answers.json").read_text())
-    assert answers["custom_vs_torch"]["sgd"]["max_abs_loss_difference"] == 0.0
-    assert answers["custom_vs_torch"]["momentum"]["max_abs_loss_difference"] == 0.0
-    return answers
+    report = ref.main(parse(ref, *flags, "--device", "cpu", "--out", str(tmp_path)))
+    assert report["custom_vs_torch"]["sgd"]["max_abs_loss_difference"] == 0.0
+    assert report["custom_vs_torch"]["momentum"]["max_abs_loss_difference"] == 0.0
+    return report
 
 
-def test_quick_budget_bands(ref, tmp_path):
-    check_bands(run_budget(ref, tmp_path, "--quick"), "quick")
+def test_quick_budget_bands(ref, tmp_path, check_bands, mnist_source):
+    check_bands("sgd", "quick", mnist_source, lambda flags: run_budget(ref, tmp_path, flags))
 
 
 @pytest.mark.slow
-def test_full_budget_bands(ref, tmp_path):
-    check_bands(run_budget(ref, tmp_path), "full")
+def test_full_budget_bands(ref, tmp_path, check_bands, mnist_source):
+    check_bands("sgd", "full", mnist_source, lambda flags: run_budget(ref, tmp_path, flags))
+
+
+@pytest.fixture(scope="module")
+def mnist_source():
+    from labcheck import data
+
+    return data.load(data.MNIST).source

@@ -230,7 +230,7 @@ def test_dry_run_writes_every_output(ref, tmp_path):
     rows = (tmp_path / "logs.csv").read_text().splitlines()
     widths = ref.DRY_RUN["widths"]
     assert rows[0].startswith("hidden_size,passes") and len(rows) == 1 + 2 * len(widths)
-    assert answers["learning_rate"] == answers["divergent_lr"] / 2 ** len(answers["halvings"])
+    assert answers["learning_rate"] == answers["divergent_lr"] / 2 ** (1 + len(answers["halvings"]))
     assert answers["data_source"] == data.FASHION and answers["config"]["dry_run"] is True
     metrics = ref.band_metrics(answers)
     assert metrics["divergent_lr"] == answers["divergent_lr"] and "test_acc.h8" in metrics
@@ -273,7 +273,7 @@ def test_halving_rule_halves_until_the_search_width_trains_stably(ref, monkeypat
     cfg = dataclasses.replace(cfg, passes=2, widths=(16,))
     answers, _ = ref.run_experiment(cfg, X_train, y_train, X_test, y_test, log=lambda msg: None)
     lr, eta = answers["learning_rate"], answers["divergent_lr"]
-    assert lr <= 1e-3 < 2 * lr and lr == eta / 2 ** len(answers["halvings"])
+    assert lr <= 1e-3 < 2 * lr and lr == eta / 2 ** (1 + len(answers["halvings"]))
     assert [h["lr"] for h in answers["halvings"]] == [eta / 2 ** (k + 1) for k in range(len(answers["halvings"]))]
     assert all(h["diverged_at_pass"] == 2 for h in answers["halvings"])
 

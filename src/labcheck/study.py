@@ -25,10 +25,8 @@ from pathlib import Path
 from labcheck import bands, paths, runner
 from labcheck.exercises import get
 
-BUDGETS = ("quick", "full", "dry")  # dry: --dry-run, a pipeline check whose numbers are never stored as bands
-
-
 def budget_name(quick: bool, dry_run: bool) -> str:
+    """"quick", "full" or "dry" (--dry-run: a pipeline check whose numbers are never stored as bands)."""
     return "dry" if dry_run else "quick" if quick else "full"
 
 
