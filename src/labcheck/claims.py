@@ -96,6 +96,14 @@ def summarize(values: list[float]) -> str:
     return f"{statistics.fmean(values):.4g} +- {sd:.2g} ({len(values)})"
 
 
+def distribution(values: list[float]) -> str:
+    """'0.01 x6, 0.02 x4': each distinct value (4 significant digits) and how many seeds gave it."""
+    if not values:
+        return "no run reports it"
+    counts = Counter(float(f"{v:.4g}") for v in values)
+    return ", ".join(f"{value:g} x{n}" for value, n in sorted(counts.items()))
+
+
 def claims_dir() -> Path:
     return paths.reference_dir() / "claims"
 
@@ -227,11 +235,11 @@ def report_markdown(exercise: str, verdicts: list[Verdict], sweep, image: str | 
     for v in verdicts:
         c = v.claim
         lines.append(f"| `{c.id}` | {c.what} | {c.seed_value} | {v.ours_text()} | **{v.verdict}** | {v.detail} |")
-    lines += ["", "## Where each claim comes from", ""]
+    lines += ["", "## Where each claim comes from, and the distribution of ours over seeds", ""]
     for v in verdicts:
         c = v.claim
         lines.append(f"- `{c.id}` ({c.where}): seed data {c.seed_data}; seed settings {c.seed_settings}; "
-                     f"compared with our `{c.metric}` ({c.compare}).")
+                     f"compared with our `{c.metric}` ({c.compare}); ours: {distribution(v.ours)}.")
     if image:
         lines += ["", f"![claims]({image})"]
     return "\n".join(lines) + "\n"

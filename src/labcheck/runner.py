@@ -27,12 +27,13 @@ Executors (`executor=`):
                     the function and the reference files by path.
 Local workers are spawned, never forked (a forked torch can deadlock in OpenMP), and each process
 serves `runs_per_process` runs (default 1: one fresh process per run, so no run sees another's
-global state: RNGs, torch flags, imported references). OMP/MKL/OpenBLAS thread variables are 1 in
+global state: RNGs, torch flags, imported references; many short runs: a larger number saves the
+seconds of importing torch per process). OMP/MKL/OpenBLAS thread variables are 1 in
 the workers' environment, and every call sets `torch.set_num_threads(1)` and threadpoolctl's limit
 itself, which also holds on Dask workers started by someone else.
 
-A run that raises makes `run_all` raise RunError naming the run (its index and keyword arguments)
-after the other runs were cancelled; the worker's traceback is chained.
+A run that raises makes `run_all` raise RunError naming the run (its index and keyword arguments);
+no further run starts (runs already under way finish first) and the worker's traceback is chained.
 """
 from __future__ import annotations
 
@@ -164,23 +165,61 @@ def _one_thread_environment() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def open_executor(spec: ExecutorSpec, n_runs: int, runs_per_process: int = 1) -> Iterator[cf.Executor]:
-    """A concurrent.futures executor for `spec`, shut down (or disconnected) on exit."""
-    if spec.kind == "dask":
-        from distributed import Client
+def dask_executor(address: str) -> Iterator[cf.Executor]:
+    """The concurrent.futures executor of the Dask scheduler at `address`, disconnected on exit."""
+    from distributed import Client
 
-        with Client(spec.address) as client:
-            executor = client.get_executor(pure=False)  # same arguments twice still means two runs
-            try:
-                yield executor
-            finally:
-                executor.shutdown(wait=False)
-        return
-    workers = max(1, min(spec.workers or os.cpu_count() or 1, n_runs))
+    with Client(address) as client:
+        executor = client.get_executor(pure=False)  # the same arguments twice still mean two runs
+        try:
+            yield executor
+        finally:
+            executor.shutdown(wait=False)
+
+
+def _local_outcomes(target: str, runs: list[dict], workers: int, runs_per_process: int, done) -> dict[int, Outcome]:
+    """Runs on `workers` slots; each slot runs its share in a one-worker process pool that it replaces
+    every `runs_per_process` runs (so a fresh process per run by default, and no idle process is ever
+    spawned at the end, as a shared pool with max_tasks_per_child would)."""
+    import threading
+
+    pending = list(enumerate(runs))[::-1]
+    lock = threading.Lock()
+    results: dict[int, Outcome] = {}
+    failures: list[tuple[int, dict, BaseException]] = []
     context = multiprocessing.get_context("spawn")
-    with _one_thread_environment(), cf.ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, max_tasks_per_child=runs_per_process) as executor:
-        yield executor
+
+    def slot() -> None:
+        pool, served = None, 0
+        try:
+            while True:
+                with lock:
+                    if not pending or failures:
+                        return
+                    i, kwargs = pending.pop()
+                if pool is None or served == runs_per_process:
+                    if pool is not None:
+                        pool.shutdown()
+                    pool, served = cf.ProcessPoolExecutor(max_workers=1, mp_context=context), 0
+                served += 1
+                try:
+                    results[i] = pool.submit(call, target, kwargs).result()
+                except BaseException as e:  # noqa: BLE001 - reported as RunError below
+                    with lock:
+                        failures.append((i, kwargs, e))
+                    return
+                done(i, results[i])
+        finally:
+            if pool is not None:
+                pool.shutdown()
+
+    with _one_thread_environment(), cf.ThreadPoolExecutor(max_workers=workers) as slots:
+        for future in [slots.submit(slot) for _ in range(workers)]:
+            future.result()
+    if failures:
+        i, kwargs, e = min(failures, key=lambda f: f[0])
+        raise RunError(f"run {i} ({kwargs}) failed: {type(e).__name__}: {e}") from e
+    return results
 
 
 def run_outcomes(target: str, runs: Sequence[dict], executor: str | None = None, *,
@@ -191,20 +230,28 @@ def run_outcomes(target: str, runs: Sequence[dict], executor: str | None = None,
     spec = ExecutorSpec.parse(executor)
     if log:
         log(f"{len(runs)} runs of {target} on {spec.describe()}")
+
+    def done(i: int, outcome: Outcome) -> None:
+        _log_done(log, i, len(runs), outcome)
+
     if spec.kind == "serial":
         outcomes = []
         for i, kwargs in enumerate(runs):
             outcomes.append(_checked(i, kwargs, lambda kw=kwargs: call(target, kw)))
-            _log_done(log, i, len(runs), outcomes[-1])
+            done(i, outcomes[-1])
         return outcomes
-    results: dict[int, Outcome] = {}
-    with open_executor(spec, len(runs), runs_per_process) as pool:
+    if spec.kind == "local":
+        workers = max(1, min(spec.workers or os.cpu_count() or 1, len(runs)))
+        results = _local_outcomes(target, runs, workers, runs_per_process, done)
+        return [results[i] for i in range(len(runs))]
+    results = {}
+    with dask_executor(spec.address) as pool:
         futures = {pool.submit(call, target, kwargs): i for i, kwargs in enumerate(runs)}
         try:
             for future in cf.as_completed(futures):
                 i = futures[future]
                 results[i] = _checked(i, runs[i], future.result)
-                _log_done(log, i, len(runs), results[i])
+                done(i, results[i])
         except BaseException:
             for future in futures:
                 future.cancel()

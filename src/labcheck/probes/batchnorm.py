@@ -168,7 +168,7 @@ def training_placement(layers: dict, x: torch.Tensor, out: torch.Tensor) -> str:
 
 
 def replay_sgd(layers: dict, slots: list, steps: list, targets: list, lr: float, momentum: float,
-               placement: str = "before_relu"):
+               placement: str = "before_relu", threads: int = 1):
     """The parameters SGD(lr, momentum) on cross-entropy reaches from `layers` on these batches, computed
     in float32 with the grader's own torch (canonical_forward, the given BatchNorm placement), in the order
     `slots` gives (the submission's net.parameters()). None when the parameters do not chain as
@@ -184,13 +184,18 @@ def replay_sgd(layers: dict, slots: list, steps: list, targets: list, lr: float,
                     leaves[(kind, i, attr)] = m[attr].detach().clone().float().requires_grad_()
     linears, norms = _ordered(layers, order, leaves)
     opt = torch.optim.SGD(list(leaves.values()), lr=lr, momentum=momentum)
-    for xb, yb in zip(steps, targets):
-        logits, _ = canonical_forward(xb.float(), linears, norms, training=True, placement=placement,
-                                      dtype=torch.float32)  # (B, 10)
-        loss = F.cross_entropy(logits, yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))  # as many as the worker used: float sums depend on it
+    try:
+        for xb, yb in zip(steps, targets):
+            logits, _ = canonical_forward(xb.float(), linears, norms, training=True, placement=placement,
+                                          dtype=torch.float32)  # (B, 10)
+            loss = F.cross_entropy(logits, yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(saved_threads)
     try:
         return [leaves[tuple(s)].detach().clone() for s in slots]
     except KeyError:
@@ -219,7 +224,7 @@ def _trace_result(raw: dict, inputs: dict, kwargs: dict) -> dict:
         placement = training_placement(raw["initial_layers"], raw["steps"][0], raw["first_output"])
         for name, mom in (("momentum", inputs["momentum"]), ("plain", 0.0)):
             replayed = replay_sgd(raw["initial_layers"], raw["slots"], raw["steps"], targets, inputs["lr"], mom,
-                                  placement)
+                                  placement, raw.get("threads", 1))
             if replayed is not None:
                 replays[name] = replayed
     return {"history": raw["history"], "wall_time": raw["wall_time"], "batch_ids": batch_ids,

@@ -191,5 +191,6 @@ def train_trace(impl, model: str, seed: int, X: torch.Tensor, Y: torch.Tensor, X
         "first_output": first_output[0] if first_output else None,  # (B, 10) of the first training step
         "initial": initial,
         "slots": _slots(net),
+        "threads": torch.get_num_threads(),  # the grader's replay uses as many (float sums depend on it)
         "final": [p.detach().clone() for p in net.parameters()],
     }
