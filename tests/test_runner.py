@@ -1,5 +1,6 @@
 """labcheck.runner: independent runs on a process pool (one thread each) or a Dask cluster, in order."""
 import os
+from collections import Counter
 
 import pytest
 
@@ -60,3 +61,10 @@ def test_dask_cluster_runs_the_same_calls():
     assert [o.value["echo"]["i"] for o in outcomes] == [0, 1, 2, 3]
     assert all(o.value["torch_threads"] == 1 for o in outcomes)
     assert os.getpid() not in {o.value["pid"] for o in outcomes}, "ran on the cluster's worker processes"
+
+
+def test_runs_per_process_reuses_a_worker_for_that_many_runs():
+    outcomes = runner.run_outcomes(PROBE, [{"i": i} for i in range(4)], "local:2", runs_per_process=2)
+    assert [o.value["echo"]["i"] for o in outcomes] == [0, 1, 2, 3]
+    per_pid = Counter(o.value["pid"] for o in outcomes)
+    assert max(per_pid.values()) <= 2 and len(per_pid) < 4, "a process serves up to 2 runs"

@@ -122,6 +122,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="regrade even where a finished report exists (default: False)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar or per-submission lines, for CI logs (default: False)")
+    p.add_argument("--grader", choices=("fork", "fresh"), default=None, metavar="HOW",
+                   help="fork: graders forked from a zygote with torch loaded; fresh: one new python per "
+                        "submission (default: $LABCHECK_GRADER or fork)")
     from labcheck.package import add_parser as add_package_parser
 
     add_package_parser(sub)
@@ -134,6 +137,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=2.0, metavar="S", help="time per measurement (default: 2.0)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch and BLAS threads; None: $LABCHECK_BENCH_THREADS or 1 (default: None)")
+    p.add_argument("--grading-class", type=int, default=None, metavar="N",
+                   help="submissions in the grading-throughput row; 0 skips it "
+                        "(default: $LABCHECK_BENCH_GRADING_CLASS or 20)")
     return parser
 
 

@@ -436,6 +436,8 @@ def main(args) -> int:
     opts = Options(out=Path(args.out), jobs=args.jobs, timeout=args.timeout, memory_mb=args.memory_mb,
                    fresh=args.fresh, total_timeout=getattr(args, "total_timeout", None) or DEFAULT_TOTAL_TIMEOUT,
                    min_isolation=getattr(args, "min_isolation", None) or "whitelist-fs")
+    if getattr(args, "grader", None):
+        opts.grader = args.grader
     from labcheck.sandbox import check_min_isolation
 
     try:

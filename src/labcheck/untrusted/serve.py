@@ -15,7 +15,6 @@ Replies are raw data (labcheck.wire); the grader computes every verdict itself.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import struct
