@@ -40,6 +40,11 @@ def listdir(path):
 def spin():
     while True:
         pass
+
+def nap(seconds):
+    import time
+    time.sleep(seconds)
+    return "rested"
 '''
 
 
@@ -157,6 +162,29 @@ def test_a_function_that_hung_once_fails_later_calls_at_once(tmp_path):
             box.call("call", timeout=45, name="spin")  # restarts the worker, then refuses at once
         assert str(again.value) == str(first.value) and time.monotonic() - start < 40
         assert box.call("call", name="add", args=[2, 2]) == 4  # other functions still run
+
+
+def test_the_deadline_counts_the_workers_cpu_time_not_the_wall_clock(tmp_path):
+    """A busy loop is stopped by its CPU budget long before the wall-clock cap; a call that sleeps uses
+    no CPU, so the same budget does not stop it (only the cap would): the deadline measures work."""
+    with Sandbox(look_around(tmp_path), "_selftest", Limits(timeout=120)) as box:
+        assert box.call("call", cpu_timeout=1.0, name="nap", args=[3]) == "rested"  # 3 s of wall, ~0 CPU
+        with pytest.raises(SubmissionFailure) as spun:
+            box.call("call", cpu_timeout=2.0, name="spin")
+        assert "`spin` did not return within 2 s of CPU time" in str(spun.value)
+
+
+def test_process_tree_cpu_seconds_counts_a_childs_work():
+    burn = "import sys, time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass\nsys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while sandbox.process_tree_cpu_seconds(child.pid) < 1.0:  # clock ticks: 1 s of work shows as >= 1.0
+            assert time.monotonic() < deadline, "the child's second of CPU never showed"
+            time.sleep(0.1)
+        assert sandbox.process_tree_cpu_seconds(os.getpid()) >= sandbox.process_tree_cpu_seconds(child.pid)
+    finally:
+        child.communicate(b"")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ Each exercise is one seed notebook in `../shared/seeds/` and one student contrac
   reference/<id>.py                    the runnable reference (the oracle)
   reference/bands/<id>.json            its tolerances and metric bands per data source
   tests/contract/test_<id>_contract.py the graded contract tests
-  src/labcheck/probes/<id>.py          what the grader asks the worker to call
+  src/labcheck/probes/<id>.py          the grader's side of each graded call: inputs, derived results
+  src/labcheck/untrusted/calls/<id>.py the worker's side: calls the student's functions, returns raw data
   examples/<id>/*.py                   a correct and several buggy bundled submissions
 """
 from __future__ import annotations

@@ -167,9 +167,11 @@ def sha256_of(path: Path) -> str:
 
 
 def grader_fingerprint(sub: Submission) -> str:
-    """The contract tests, the exercise's probes and reference: a change in any invalidates old grades."""
+    """The contract tests, the exercise's probes, its worker-side calls and its reference: a change in any
+    invalidates old grades."""
     h = hashlib.sha256()
-    files = [sub.tests, Path(__file__).parent / "probes" / f"{sub.exercise}.py"]
+    here = Path(__file__).parent
+    files = [sub.tests, here / "probes" / f"{sub.exercise}.py", here / "untrusted" / "calls" / f"{sub.exercise}.py"]
     if sub.exercise in EXERCISES:
         files.append(REGISTRY[sub.exercise].reference_path)
     for p in files:

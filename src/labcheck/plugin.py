@@ -19,9 +19,11 @@ submission's sandboxed worker call its functions on them and derives the result 
 `lab.expect(probe, ...)` does the same with the reference in this process. The test compares the two,
 so the grader computes every verdict (the trust boundary: `labcheck.untrusted`).
 
-Each call's deadline follows the work: max(DEADLINE_FACTOR x the reference's time for the same call,
-DEADLINE_FLOOR), at most --labcheck-timeout. A contract function that ran out of time once fails its
-later tests at once (labcheck.sandbox).
+Each call's deadline follows the work: max(DEADLINE_FACTOR x the reference's CPU time for the same
+call, DEADLINE_FLOOR) CPU seconds of the worker, read from /proc by the grader, so the verdict does
+not depend on how loaded the machine is; --labcheck-timeout seconds of wall clock stay the cap (a call
+that blocks without computing). A contract function that ran out of time once fails its later tests
+at once (labcheck.sandbox).
 """
 from __future__ import annotations
 
@@ -34,8 +36,8 @@ from labcheck import paths
 from labcheck.exercises import EXERCISES, REGISTRY
 from labcheck.sandbox import DEFAULT_MIN_ISOLATION, Limits, Sandbox, SubmissionFailure, isolation_level
 
-DEADLINE_FACTOR = 20.0  # a call may take this many times the reference's time for it ...
-DEADLINE_FLOOR = 5.0  # ... but never less than these seconds (worker warm-up, a loaded machine)
+DEADLINE_FACTOR = 20.0  # a call may use this many times the reference's CPU time for it ...
+DEADLINE_FLOOR = 5.0  # ... but never less than these CPU seconds (first-call warm-up of torch's kernels)
 
 MARKERS = (
     "gpu: needs a CUDA device; skipped cleanly when torch.cuda.is_available() is False",
@@ -189,9 +191,9 @@ class LabSession:
         """The probe's result on the submission (raises SubmissionFailure: the test fails with it)."""
         spec = self.probes[probe]
         inputs = spec.inputs(**kwargs)
-        _, seconds = self._reference_raw(spec, inputs)
-        deadline = max(DEADLINE_FACTOR * seconds, DEADLINE_FLOOR)
-        raw = self.sandbox.call(spec.call, timeout=deadline, **inputs)
+        _, cpu_seconds = self._reference_raw(spec, inputs)
+        cpu_deadline = max(DEADLINE_FACTOR * cpu_seconds, DEADLINE_FLOOR)
+        raw = self.sandbox.call(spec.call, cpu_timeout=cpu_deadline, **inputs)
         return spec.result(raw, inputs, spec.arguments(**kwargs))
 
     @property
@@ -209,7 +211,7 @@ class LabSession:
         return self._reference
 
     def _reference_raw(self, spec, inputs: dict):
-        """(raw result, seconds) of the probe's call on the reference, in this (trusted) process; cached."""
+        """(raw result, CPU seconds) of the probe's call on the reference, in this (trusted) process; cached."""
         from labcheck import repro, wire
 
         sent = wire.encode(inputs)

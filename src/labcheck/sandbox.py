@@ -77,11 +77,39 @@ def how_to_reach(level: str) -> str:
 
 
 MAX_STRAY_FRAMES = 16  # frames without the call's token tolerated before the call fails
+CPU_POLL_SECONDS = 0.2  # how often a call's CPU time is read while it runs
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of process `root` and all its descendants (all their threads), read from
+    /proc by the grader: the worker cannot forge it, and unlike wall time it does not grow with the load
+    of the machine, so a CPU deadline gives the same verdict on an idle and on a busy machine."""
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # exited meanwhile
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()  # after "pid (comm) ": state, ppid, ... (proc(5))
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime + stime
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo.extend(children.get(pid, ()))
+    return total
 
 
 @dataclasses.dataclass
 class Limits:
-    timeout: float = 60.0  # seconds of wall clock per probe call
+    timeout: float = 60.0  # seconds of wall clock per call: the cap, also for calls that block without computing
     startup_timeout: float = 90.0  # seconds to import torch and execute the submission
     memory_mb: int = 3072  # RLIMIT_DATA of the worker; torch alone maps ~0.8 GB of data
     file_mb: int = 64  # largest file the worker may write (scratch only)
@@ -453,7 +481,9 @@ class Sandbox:
         data = self._stderr_path.read_bytes()[-limit:]
         return data.decode("utf-8", errors="replace").strip()
 
-    def _read_reply(self, deadline: float) -> bytes:
+    def _read_reply(self, deadline: float, cpu_deadline: float | None = None) -> bytes:
+        """The next frame's payload. TimeoutError when the wall clock passes `deadline` (monotonic) or the
+        worker's CPU time passes `cpu_deadline` (process_tree_cpu_seconds of the worker)."""
         assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
         buf = bytearray()
@@ -474,8 +504,15 @@ class Sandbox:
                         continue
                     return bytes(buf[8:need])
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not sel.select(timeout=remaining):
+                if remaining <= 0:
                     raise TimeoutError
+                if cpu_deadline is None:
+                    if not sel.select(timeout=remaining):
+                        raise TimeoutError
+                elif not sel.select(timeout=min(remaining, CPU_POLL_SECONDS)):
+                    if process_tree_cpu_seconds(self._proc.pid) > cpu_deadline:
+                        raise TimeoutError
+                    continue
                 chunk = os.read(fd, min(need - len(buf), 1 << 20))  # never past this frame: the next stays queued
                 if not chunk:
                     raise EOFError
@@ -504,10 +541,11 @@ class Sandbox:
         tail = self.stderr_tail(600)
         return f"{what} while running {probe}" + (f"; last output:\n{tail}" if tail else "")
 
-    def call(self, call: str, timeout: float | None = None, **kwargs):
+    def call(self, call: str, timeout: float | None = None, cpu_timeout: float | None = None, **kwargs):
         """Run `call` (labcheck.untrusted.calls.<exercise>) on the submission with these inputs; return its
-        raw result or raise SubmissionFailure. `timeout` (seconds, at most Limits.timeout) is this call's
-        deadline; a contract function that ran out of time before fails at once with the same message."""
+        raw result or raise SubmissionFailure. Deadlines: `timeout` seconds of wall clock (at most
+        Limits.timeout) and, if given, `cpu_timeout` CPU seconds of the worker, whichever comes first; a
+        contract function that ran out of time before fails at once with the same message."""
         if self._load_failure is not None:
             raise self._load_failure
         if self._proc is None or self._proc.poll() is not None:
@@ -518,13 +556,14 @@ class Sandbox:
         request = wire.encode({"call": call, "kwargs": kwargs, "id": token, "hung": sorted(self.hung)})
         budget = self.limits.timeout if timeout is None else min(float(timeout), self.limits.timeout)
         deadline = time.monotonic() + budget
+        cpu_deadline = None if cpu_timeout is None else process_tree_cpu_seconds(self._proc.pid) + cpu_timeout
         running = None  # the contract function the worker said it entered last
         try:
             assert self._proc is not None and self._proc.stdin is not None
             wire.write_frame(self._proc.stdin.fileno(), request)
             stray = 0
             while True:
-                payload = self._read_reply(deadline)
+                payload = self._read_reply(deadline, cpu_deadline)
                 try:
                     reply = wire.decode(payload)
                 except wire.WireError as e:
@@ -541,7 +580,9 @@ class Sandbox:
         except TimeoutError:
             self._kill()
             culprit = running or call
-            message = (f"{call}: `{culprit}` did not return within {budget:.0f} s (infinite loop? far too slow?); "
+            cpu_used = cpu_deadline is not None and time.monotonic() < deadline
+            limit = f"{cpu_timeout:.0f} s of CPU time" if cpu_used else f"{budget:.0f} s"
+            message = (f"{call}: `{culprit}` did not return within {limit} (infinite loop? far too slow?); "
                        "later tests that call it fail at once with this message")
             self.hung[culprit] = message
             raise SubmissionFailure("timeout", message) from None

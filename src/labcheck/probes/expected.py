@@ -1,7 +1,8 @@
 """The reference's answers to the probes' calls, computed in the grader and cached on disk.
 
 `lab.expect` and the per-call deadlines both need the reference's raw result for a call and the time
-it took. Both are stored under a key that changes whenever anything that could change them does:
+it took, measured as CPU seconds of this process (`time.process_time`), so that a deadline derived
+from it means the same amount of work on an idle and on a loaded machine. Both are stored under a key that changes whenever anything that could change them does:
 
     sha256(reference file, calls file, probes file, torch version, call name, wire-encoded inputs)
 
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 CACHE_ENV = "LABCHECK_EXPECTED_CACHE"
+SCHEMA = b"labcheck expected v2: raw result, cpu seconds"  # part of every key: a format change misses old entries
 
 
 def default_folder() -> Path:
@@ -36,7 +38,7 @@ class ExpectedCache:
     def key(files: list[Path], call: str, inputs_bytes: bytes) -> str:
         import torch
 
-        h = hashlib.sha256()
+        h = hashlib.sha256(SCHEMA)
         for f in files:
             h.update(hashlib.sha256(Path(f).read_bytes()).digest())
         h.update(torch.__version__.encode())
@@ -45,7 +47,7 @@ class ExpectedCache:
         return h.hexdigest()
 
     def get_or_compute(self, key: str, compute) -> tuple[object, float]:
-        """(raw result, seconds): from memory, from disk, or `compute()` timed (and stored)."""
+        """(raw result, CPU seconds): from memory, from disk, or `compute()` timed (and stored)."""
         from labcheck import wire
 
         if key in self._memory:
@@ -58,9 +60,9 @@ class ExpectedCache:
                 return self._memory[key]
             except (OSError, wire.WireError, KeyError, TypeError, ValueError):
                 pass  # a damaged entry is recomputed
-        start = time.perf_counter()
+        start = time.process_time()
         raw = compute()
-        seconds = time.perf_counter() - start
+        seconds = time.process_time() - start  # CPU seconds: what the worker's deadline is measured in
         self.computed += 1
         raw = wire.decode(wire.encode(raw))  # the same types a worker's reply has
         self._memory[key] = (raw, seconds)
