@@ -154,13 +154,8 @@ class Config:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Config":
-        """The flags as a Config, with QUICK or DRY_RUN applied on top."""
-        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
-        if values["dry_run"]:
-            values.update(DRY_RUN)
-        elif values["quick"]:
-            values.update(QUICK)
-        return cls(**values)
+        """The flags as a Config, then QUICK (--quick) and DRY_RUN (--dry-run) applied over them."""
+        return repro.config_from_args(cls, args, QUICK, DRY_RUN)
 
 
 QUICK = dict(epochs=5)  # CI budget: 5 of the seed's 20 epochs (about 1 min per model on mnist-5k, one core)

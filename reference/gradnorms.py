@@ -212,13 +212,7 @@ class Config:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Config":
         """The flags as a Config, then QUICK (--quick) and DRY_RUN (--dry-run) applied over them."""
-        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-        if cfg.quick:
-            cfg = dataclasses.replace(cfg, **QUICK)
-        if cfg.dry_run:
-            cfg = dataclasses.replace(cfg, **DRY_RUN)
-        return cfg
+        return repro.config_from_args(cls, args, QUICK, DRY_RUN)
 
 
 # --quick: half the epochs on mnist-5k and a 30 x 30 rank-2 sensing problem (about 1 minute on one thread here)

