@@ -548,31 +548,12 @@ def run_tasks(tasks: list[dict], workers: int, progress: bool = False) -> list[d
     from labcheck import runner
 
     order = sorted(range(len(tasks)), key=lambda i: -Run(**tasks[i]["run"]).updates)
-    try:
-        runner.resolve(RUN_TARGET)
-    except (ImportError, AttributeError):
-        values = _forked_pool([tasks[i] for i in order], workers)  # until labcheck.study provides the target
-    else:
-        calls = [{"exercise": "hyperparams", "function": "study_task", "kwargs": tasks[i]} for i in order]
-        values = runner.run_all(RUN_TARGET, calls, executor=f"local:{workers}", runs_per_process=8)
+    calls = [{"exercise": "hyperparams", "function": "study_task", "kwargs": tasks[i]} for i in order]
+    values = runner.run_all(RUN_TARGET, calls, executor=f"local:{workers}", runs_per_process=8)
     results: list[dict] = [None] * len(tasks)
     for i, value in zip(order, values):
         results[i] = value
     return results
-
-
-def _forked_pool(tasks: list[dict], workers: int) -> list[dict]:
-    """study_task over a pool of forked processes (they inherit this by-path module), results in order."""
-    import concurrent.futures
-    import multiprocessing
-
-    context = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return list(pool.map(_study_task_kwargs, tasks))
-
-
-def _study_task_kwargs(kwargs: dict) -> dict:
-    return study_task(**kwargs)
 
 
 def study_tasks(cfg: Config, runs: list[Run]) -> list[dict]:

@@ -20,11 +20,11 @@ from labcheck import paths
 from labcheck.exercises import EXERCISES, REGISTRY
 
 def load_reference(exercise: str):
-    """Import reference/<exercise>.py by path under a unique module name."""
-    path = REGISTRY[exercise].reference_path
-    if not path.is_file():
-        raise SystemExit(f"labcheck: {path} not found (LABCHECK_HOME={paths.repo_root()})")
-    return paths.import_by_path(path, f"labcheck_reference_{exercise}")
+    """Import reference/<exercise>.py by path (Exercise.load_reference); a missing file ends the command."""
+    try:
+        return REGISTRY[exercise].load_reference()
+    except FileNotFoundError as e:
+        raise SystemExit(f"labcheck: {e}") from None
 
 
 def cmd_list(args) -> int:

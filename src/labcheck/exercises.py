@@ -69,6 +69,12 @@ class Exercise:
     def examples_dir(self) -> Path:
         return paths.examples_dir() / self.id
 
+    def load_reference(self):
+        """reference/<id>.py, imported by path under a unique module name (cached in sys.modules)."""
+        if not self.reference_path.is_file():
+            raise FileNotFoundError(f"{self.reference_path} not found (LABCHECK_HOME={paths.repo_root()})")
+        return paths.import_by_path(self.reference_path, f"labcheck_reference_{self.id}")
+
 
 _ALL = (
     Exercise("width", "hw2_width_fashion_mnist.txt", data.FASHION, "random 12% of the 60k train images",

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from labcheck import bands, paths, runner
+from labcheck import bands, runner
 from labcheck.exercises import get
 
 def budget_name(quick: bool, dry_run: bool) -> str:
@@ -35,11 +35,14 @@ def budget_flags(budget: str) -> list[str]:
 
 
 def load_reference(exercise: str):
-    """reference/<exercise>.py, imported by path under a unique module name."""
-    path = get(exercise).reference_path
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found (LABCHECK_HOME={paths.repo_root()})")
-    return paths.import_by_path(path, f"labcheck_reference_{exercise}")
+    """reference/<exercise>.py, imported by path (Exercise.load_reference)."""
+    return get(exercise).load_reference()
+
+
+def call_reference(exercise: str, function: str, kwargs: dict):
+    """reference/<exercise>.py's `function`(**kwargs), loaded by path in this (runner) process: the target
+    through which a reference hands its own independent runs to labcheck.runner."""
+    return getattr(load_reference(exercise), function)(**kwargs)
 
 
 def run_reference(exercise: str, argv: list[str]) -> dict:
