@@ -12,10 +12,16 @@ from labcheck import bands, cli, paths, study
 from labcheck.exercises import EXERCISES
 
 
-def test_reproduce_with_seeds_writes_report_and_png(tmp_path, capsys):
-    out = tmp_path / "study"
+@pytest.fixture(scope="module")
+def width_dry_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
     status = cli.main(["reproduce", "width", "--seeds", "2", "--dry-run", "--executor", "serial", "--out", str(out)])
     assert status == 0
+    return out
+
+
+def test_reproduce_with_seeds_writes_report_and_png(width_dry_study):
+    out = width_dry_study
     report = (out / "report.md").read_text()
     assert "| `eta_star` |" in report and "| `smallest_interpolating_width` |" in report
     assert "budget: **dry**" in report and "seeds [0, 1]" in report
@@ -25,6 +31,28 @@ def test_reproduce_with_seeds_writes_report_and_png(tmp_path, capsys):
     sweep = json.loads((out / "sweep.json").read_text())
     assert [r["seed"] for r in sweep["runs"]] == [0, 1] and all(r["metrics"]["divergent_lr"] > 0 for r in sweep["runs"])
     assert (out / "seed_1" / "answers.json").exists(), "each run's own outputs"
+
+
+def test_bands_from_a_recorded_sweep_band_exactly_its_runs(width_dry_study, tmp_path):
+    """`labcheck bands ID --from-sweep` turns a reproduction's runs into bands without running again."""
+    recorded = width_dry_study / "sweep.json"
+    with pytest.raises(SystemExit, match="'dry' budget"):
+        cli.main(["bands", "width", "--from-sweep", str(recorded), "--bands-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="not a sweep of sgd"):
+        cli.main(["bands", "sgd", "--from-sweep", str(recorded), "--bands-dir", str(tmp_path)])
+    sweep = json.loads(recorded.read_text())
+    sweep["provenance"]["budget"] = "quick"  # pretend the two runs were a quick study, to band them
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    with pytest.raises(SystemExit, match="at least 10 seeds"):
+        cli.main(["bands", "width", "--from-sweep", str(tmp_path / "sweep.json"), "--bands-dir", str(tmp_path)])
+    assert cli.main(["bands", "width", "--from-sweep", str(tmp_path / "sweep.json"), "--allow-few",
+                     "--bands-dir", str(tmp_path)]) == 0
+    content = json.loads((tmp_path / "width.json").read_text())
+    source = sweep["provenance"]["data_source"]
+    prov = content["sweeps"]["quick"][source]
+    assert prov["seeds"] == [0, 1] and "reproduce width" in prov["command"] and "--from-sweep" in prov["command"]
+    band = content["bands"]["quick.divergent_lr"][source]
+    assert band["measured"] == [r["metrics"]["divergent_lr"] for r in sweep["runs"]]
 
 
 def test_reproduce_without_seeds_still_runs_the_reference_once(tmp_path):
@@ -71,3 +99,15 @@ def test_every_reference_has_the_skeleton(exercise):
     assert module.Config().out is None, "no files unless --out"
     flags = {o for a in module.get_args_parser()._actions for o in a.option_strings}
     assert not flags & {"--write-bands", "--band-seeds", "--bands-seeds"}
+
+
+def test_reproduce_from_bands_judges_the_committed_runs_without_running(tmp_path, monkeypatch):
+    """The claims of the committed full sgd sweep, judged from its band file (no reference run: the
+    runner is replaced by one that fails)."""
+    monkeypatch.setattr(study, "run_sweep", lambda *a, **k: pytest.fail("--from-bands must not run the reference"))
+    assert cli.main(["reproduce", "sgd", "--from-bands", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    stored = json.loads((paths.bands_dir() / "sgd.json").read_text())["sweeps"]["full"]["mnist-5k"]
+    assert f"seeds {stored['seeds']}" in report and "--from-bands" in report
+    assert "| `momentum_beats_sgd` |" in report and "**reproduced**" in report
+    assert not (tmp_path / "sweep.json").exists(), "no new runs, so no new sweep"

@@ -4,6 +4,7 @@
     labcheck data [--download]                 where each data set was found, sizes, checksums
     labcheck reproduce ID [reference flags]    run reference/ID.py (e.g. --quick, --dry-run, --out DIR)
     labcheck reproduce ID --seeds N [--quick] [--out DIR]   N seeds, the seed's claims judged: report.md
+    labcheck reproduce ID --from-bands [--quick]            the same report from the runs the bands came from
     labcheck bands ID --seeds N [--quick]      measure the reference's bands (reference/bands/ID.json)
     labcheck grade SUBMISSION... --exercise ID --out DIR
     labcheck grade --examples [--exercise ID] --out DIR
@@ -146,7 +147,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = get_args_parser()
-    if argv[:1] == ["reproduce"] and any(a == "--seeds" or a.startswith("--seeds=") for a in argv):
+    if argv[:1] == ["reproduce"] and any(a in ("--seeds", "--from-bands") or a.startswith("--seeds=")
+                                           for a in argv):
         from labcheck import study
 
         return study.cmd_reproduce_seeds(study.get_reproduce_parser().parse_args(argv[1:]))

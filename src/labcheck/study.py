@@ -151,46 +151,125 @@ def seeds_from(n: int, first: int) -> list[int]:
 
 
 def cmd_bands(args) -> int:
-    """`labcheck bands ID --seeds N [--quick] [--executor E]`: measure and store the exercise's bands."""
-    budget = budget_name(args.quick, False)
+    """`labcheck bands ID --seeds N [--quick] [--executor E]`: measure and store the exercise's bands.
+    `labcheck bands ID --from-sweep DIR/sweep.json`: store the bands of the runs a `labcheck reproduce ID
+    --seeds N` already made (one full study gives both the claim verdicts and the bands)."""
+    if args.from_sweep:
+        budget, source, measured, prov = recorded_sweep(args.exercise, Path(args.from_sweep))
+        prov = {**prov, "command": f"{prov['command']} && labcheck bands {args.exercise} --from-sweep "
+                                   f"{shlex.quote(str(Path(args.from_sweep).name))}"}
+        seeds, seconds, wall = prov["seeds"], prov.get("seconds", []), prov.get("wall_seconds", 0.0)
+    else:
+        if args.seeds is None:
+            raise SystemExit("labcheck: bands needs --seeds N (or --from-sweep FILE)")
+        budget = budget_name(args.quick, False)
+        seeds = seeds_from(args.seeds, args.first_seed)
+        sweep = run_sweep(args.exercise, seeds, budget, args.executor, extra_argv=args.reference_args,
+                          command=command_line(args, "bands"))
+        source, prov, wall = sweep.data_source, sweep.provenance(), sweep.wall_seconds
+        measured = {m: sweep.values(m) for m in sweep.metric_names()}
+        seconds = [r["seconds"] for r in sweep.runs]
     minimum = bands.MIN_RUNS.get(budget, 3)
-    if args.seeds < minimum and not args.allow_few:
-        raise SystemExit(f"labcheck: {budget} bands need at least {minimum} seeds (issue #13); got --seeds {args.seeds} "
+    if len(seeds) < minimum and not args.allow_few:
+        raise SystemExit(f"labcheck: {budget} bands need at least {minimum} seeds (issue #13); got {len(seeds)} "
                          "(--allow-few to measure anyway, e.g. into --bands-dir for a test)")
-    seeds = seeds_from(args.seeds, args.first_seed)
-    sweep = run_sweep(args.exercise, seeds, budget, args.executor, extra_argv=args.reference_args,
-                      command=command_line(args, "bands"))
-    measured = {m: sweep.values(m) for m in sweep.metric_names()}
     short = {m: len(v) for m, v in measured.items() if len(v) < 2}
     for m in short:
         print(f"not banded: {m} was reported by {short[m]} of {len(seeds)} runs")
         del measured[m]
     directory = Path(args.bands_dir) if args.bands_dir else None
-    path = bands.write_sweep(args.exercise, budget, sweep.data_source, measured, sweep.provenance(), directory)
-    print(f"{len(measured)} {budget} bands for data source {sweep.data_source!r} from seeds {seeds} written to {path}")
-    per_run = ", ".join(f"{r['seconds']:.1f}" for r in sweep.runs)
-    print(f"wall time per run (s): {per_run}; sweep {sweep.wall_seconds:.1f} s")
+    path = bands.write_sweep(args.exercise, budget, source, measured, prov, directory)
+    print(f"{len(measured)} {budget} bands for data source {source!r} from seeds {seeds} written to {path}")
+    print(f"wall time per run (s): {', '.join(f'{s:.1f}' for s in seconds)}; sweep {wall:.1f} s")
     return 0
+
+
+def recorded_sweep(exercise: str, path: Path) -> tuple[str, str, dict[str, list[float]], dict]:
+    """(budget, data source, measured values per metric, provenance) of a sweep.json that
+    `labcheck reproduce` wrote; refuses another exercise's sweep, a dry run and the held-out seed."""
+    recorded = json.loads(Path(path).read_text())
+    prov, runs = recorded["provenance"], recorded["runs"]
+    if recorded.get("exercise", exercise) != exercise or f" {exercise} " not in f" {prov['command']} ":
+        raise SystemExit(f"labcheck: {path} is not a sweep of {exercise} (its command: {prov['command']})")
+    if prov["budget"] not in ("quick", "full"):
+        raise SystemExit(f"labcheck: {path} ran at the {prov['budget']!r} budget; bands come from quick or full runs")
+    if bands.HELD_OUT_SEED in prov["seeds"] or sorted(r["seed"] for r in runs) != sorted(prov["seeds"]):
+        raise SystemExit(f"labcheck: {path}: its seeds {prov['seeds']} must be the runs' seeds and exclude "
+                         f"the held-out seed {bands.HELD_OUT_SEED}")
+    sources = {r["data_source"] for r in runs}
+    if sources != {prov["data_source"]}:
+        raise SystemExit(f"labcheck: {path}: runs on data sources {sorted(sources)}, provenance says "
+                         f"{prov['data_source']!r}")
+    measured: dict[str, list[float]] = {}
+    for r in runs:
+        for metric, value in r["metrics"].items():
+            measured.setdefault(metric, []).append(float(value))
+    return prov["budget"], prov["data_source"], measured, prov
 
 
 # ---------------------------------------------------------------------------------------------
 # labcheck reproduce ID --seeds N
 
 
+@dataclasses.dataclass
+class RecordedSweep:
+    """The runs behind a committed band file, for judging claims without running again: per metric its
+    measured values (the claims' tests use each metric's values as a sample, so runs that lack a metric
+    only shorten that metric's sample)."""
+    exercise: str
+    budget: str
+    seeds: list[int]
+    runs: list[dict]
+    data_source: str
+    recorded: dict  # the sweep's provenance as stored in reference/bands/<exercise>.json
+
+    def provenance(self) -> dict:
+        return {**self.recorded, "command": f"{self.recorded['command']} (judged by labcheck reproduce "
+                                           f"{self.exercise} --from-bands{' --quick' if self.budget == 'quick' else ''})"}
+
+
+def sweep_from_bands(exercise: str, budget: str, source: str | None = None) -> RecordedSweep:
+    """The `budget` sweep stored in reference/bands/<exercise>.json (for `source`, or its only source)."""
+    content = json.loads(get(exercise).bands_path.read_text())
+    sweeps = content.get("sweeps", {}).get(budget, {})
+    if source is None and len(sweeps) == 1:
+        source = next(iter(sweeps))
+    if source not in sweeps:
+        raise SystemExit(bands.missing_band_message(exercise, budget, source or "any")
+                         if not sweeps else f"labcheck: {exercise} has {budget} sweeps on {sorted(sweeps)}; "
+                                             "choose one with --source")
+    prov = sweeps[source]
+    runs = [{"seed": seed, "data_source": source, "metrics": {}} for seed in prov["seeds"]]
+    prefix = f"{budget}."
+    for name, per_source in content.get("bands", {}).items():
+        entry = per_source.get(source)
+        if name.startswith(prefix) and entry and entry.get("sweep") == [budget, source]:
+            for run, value in zip(runs, entry["measured"]):
+                run["metrics"][name[len(prefix):]] = value
+    return RecordedSweep(exercise, budget, list(prov["seeds"]), runs, source, prov)
+
+
 def cmd_reproduce_seeds(args) -> int:
-    """`labcheck reproduce ID --seeds N [--quick|--dry-run] --out DIR`: report.md and claims.png."""
+    """`labcheck reproduce ID --seeds N [--quick|--dry-run] --out DIR`: report.md and claims.png.
+    With --from-bands instead of --seeds: the same report from the runs behind the committed bands."""
     from labcheck import claims
 
     budget = budget_name(args.quick, args.dry_run)
     out = Path(args.out or f"runs/{args.exercise}-study")
     out.mkdir(parents=True, exist_ok=True)
-    seeds = seeds_from(args.seeds, args.first_seed)
-    sweep = run_sweep(args.exercise, seeds, budget, args.executor, out=out, extra_argv=args.reference_args,
-                      command=command_line(args, "reproduce") + f" --out {shlex.quote(str(out))}")
+    if args.from_bands:
+        sweep = sweep_from_bands(args.exercise, budget, args.source)
+        seeds = sweep.seeds
+    else:
+        seeds = seeds_from(args.seeds, args.first_seed)
+        sweep = run_sweep(args.exercise, seeds, budget, args.executor, out=out, extra_argv=args.reference_args,
+                          command=command_line(args, "reproduce") + f" --out {shlex.quote(str(out))}")
     verdicts = claims.judge_all(claims.load(args.exercise), sweep.runs, sweep.data_source, budget)
-    (out / "sweep.json").write_text(json.dumps(
-        {"provenance": sweep.provenance(), "runs": [{k: r[k] for k in ("seed", "data_source", "metrics", "seconds")}
-                                                    for r in sweep.runs]}, indent=1) + "\n")
+    if not args.from_bands:
+        (out / "sweep.json").write_text(json.dumps(
+            {"exercise": args.exercise, "provenance": sweep.provenance(),
+             "runs": [{k: r[k] for k in ("seed", "data_source", "metrics", "seconds")} for r in sweep.runs]},
+            indent=1) + "\n")
     claims.plot(verdicts, out / "claims.png", title=f"{args.exercise}: seed claims vs {len(seeds)} seeds ({budget})")
     report = claims.report_markdown(args.exercise, verdicts, sweep, image="claims.png")
     (out / "report.md").write_text(report)
@@ -216,9 +295,13 @@ def add_bands_parser(sub) -> None:
 
     p = sub.add_parser("bands", help="run the reference on N seeds (one process each) and store its bands")
     p.add_argument("exercise", choices=EXERCISES, metavar="ID", help=f"one of {', '.join(EXERCISES)}")
-    p.add_argument("--seeds", type=int, required=True, metavar="N",
-                   help=f"number of seeds; at least {bands.MIN_RUNS['quick']} quick / {bands.MIN_RUNS['full']} "
-                        "full (required)")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--seeds", type=int, metavar="N",
+                     help=f"number of seeds; at least {bands.MIN_RUNS['quick']} quick / {bands.MIN_RUNS['full']} "
+                          "full")
+    how.add_argument("--from-sweep", default=None, metavar="FILE",
+                     help="the sweep.json of a `labcheck reproduce ID --seeds N` run: band those runs instead "
+                          "of running again (default: None)")
     add_study_arguments(p, "measure")
     p.add_argument("--bands-dir", default=None, metavar="DIR",
                    help="write <DIR>/<ID>.json instead of reference/bands/ (default: None)")
@@ -234,7 +317,13 @@ def get_reproduce_parser() -> "argparse.ArgumentParser":
 
     p = argparse.ArgumentParser(prog="labcheck reproduce", description=cmd_reproduce_seeds.__doc__)
     p.add_argument("exercise", choices=EXERCISES, metavar="ID", help=f"one of {', '.join(EXERCISES)}")
-    p.add_argument("--seeds", type=int, required=True, metavar="N", help="number of seeds (required)")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--seeds", type=int, metavar="N", help="number of seeds")
+    how.add_argument("--from-bands", action="store_true",
+                     help="judge the runs the committed bands of this budget came from, without running "
+                          "(default: False)")
+    p.add_argument("--source", default=None, metavar="SRC",
+                   help="with --from-bands: the data source of the sweep (default: the only one stored)")
     add_study_arguments(p, "run")
     p.add_argument("--dry-run", action="store_true",
                    help="each run at the reference's --dry-run budget: checks the pipeline only (default: False)")
