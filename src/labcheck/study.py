@@ -160,8 +160,6 @@ def cmd_bands(args) -> int:
                                    f"{shlex.quote(str(Path(args.from_sweep).name))}"}
         seeds, seconds, wall = prov["seeds"], prov.get("seconds", []), prov.get("wall_seconds", 0.0)
     else:
-        if args.seeds is None:
-            raise SystemExit("labcheck: bands needs --seeds N (or --from-sweep FILE)")
         budget = budget_name(args.quick, False)
         seeds = seeds_from(args.seeds, args.first_seed)
         sweep = run_sweep(args.exercise, seeds, budget, args.executor, extra_argv=args.reference_args,
