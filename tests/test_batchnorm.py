@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import types
 
 import pytest
@@ -354,3 +355,19 @@ def test_full_reproduction_within_bands(ref, tmp_path, mnist, check_bands):
     check_bands("batchnorm", "full", mnist["source"], lambda flags: run_main(ref, tmp_path, *flags)[0])
     answers = json.loads((tmp_path / "answers.json").read_text())
     assert answers["budget"]["epochs"] == 20
+
+
+def test_the_replay_never_takes_its_thread_count_from_the_worker_unbounded(ref, monkeypatch):
+    """The worker reports how many threads it trained with, so that the grader's SGD replay rounds alike; a
+    hostile worker's count must not make the grader start more threads than this machine has."""
+    from labcheck.untrusted.calls.batchnorm import _slots, describe
+
+    torch.manual_seed(0)
+    net = ref.MLP()
+    x, y = torch.rand(8, 784), torch.randint(0, 10, (8,))
+    asked = []
+    real_set = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (asked.append(n), real_set(n)))
+    replayed = probes.replay_sgd(describe(net), _slots(net), [x], [y], lr=0.1, momentum=0.9, threads=10 ** 6)
+    assert replayed is not None and len(replayed) == len(list(net.parameters()))
+    assert asked and max(asked) <= (os.cpu_count() or 1), asked

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -185,7 +186,9 @@ def replay_sgd(layers: dict, slots: list, steps: list, targets: list, lr: float,
     linears, norms = _ordered(layers, order, leaves)
     opt = torch.optim.SGD(list(leaves.values()), lr=lr, momentum=momentum)
     saved_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))  # as many as the worker used: float sums depend on it
+    # as many as the worker used (float sums depend on it), never more than this machine has: the count
+    # comes from the worker
+    torch.set_num_threads(max(1, min(int(threads), os.cpu_count() or 1)))
     try:
         for xb, yb in zip(steps, targets):
             logits, _ = canonical_forward(xb.float(), linears, norms, training=True, placement=placement,
