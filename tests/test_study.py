@@ -77,7 +77,8 @@ def test_bands_command_writes_the_rule_and_provenance(tmp_path):
     assert content["bands"]["quick.custom_vs_torch.sgd.max_abs_param_difference"]["mnist-5k"]["hi"] == 0.0
 
 
-def test_bands_refuses_too_few_seeds_and_the_held_out_seed():
+def test_bands_refuses_too_few_seeds_and_the_held_out_seed(monkeypatch):
+    monkeypatch.setattr(study, "run_sweep", lambda *a, **k: pytest.fail("refused only after running the seeds"))
     with pytest.raises(SystemExit, match="at least 10 seeds"):
         cli.main(["bands", "sgd", "--seeds", "3", "--quick"])
     with pytest.raises(SystemExit, match="held out"):

@@ -158,19 +158,18 @@ def cmd_bands(args) -> int:
         budget, source, measured, prov = recorded_sweep(args.exercise, Path(args.from_sweep))
         prov = {**prov, "command": f"{prov['command']} && labcheck bands {args.exercise} --from-sweep "
                                    f"{shlex.quote(str(Path(args.from_sweep).name))}"}
-        seeds, seconds, wall = prov["seeds"], prov.get("seconds", []), prov.get("wall_seconds", 0.0)
+        seeds = prov["seeds"]
     else:
-        budget = budget_name(args.quick, False)
-        seeds = seeds_from(args.seeds, args.first_seed)
-        sweep = run_sweep(args.exercise, seeds, budget, args.executor, extra_argv=args.reference_args,
-                          command=command_line(args, "bands"))
-        source, prov, wall = sweep.data_source, sweep.provenance(), sweep.wall_seconds
-        measured = {m: sweep.values(m) for m in sweep.metric_names()}
-        seconds = [r["seconds"] for r in sweep.runs]
+        budget, seeds = budget_name(args.quick, False), seeds_from(args.seeds, args.first_seed)
     minimum = bands.MIN_RUNS.get(budget, 3)
-    if len(seeds) < minimum and not args.allow_few:
+    if len(seeds) < minimum and not args.allow_few:  # refused before anything runs
         raise SystemExit(f"labcheck: {budget} bands need at least {minimum} seeds (issue #13); got {len(seeds)} "
                          "(--allow-few to measure anyway, e.g. into --bands-dir for a test)")
+    if not args.from_sweep:
+        sweep = run_sweep(args.exercise, seeds, budget, args.executor, extra_argv=args.reference_args,
+                          command=command_line(args, "bands"))
+        source, prov = sweep.data_source, sweep.provenance()
+        measured = {m: sweep.values(m) for m in sweep.metric_names()}
     short = {m: len(v) for m, v in measured.items() if len(v) < 2}
     for m in short:
         print(f"not banded: {m} was reported by {short[m]} of {len(seeds)} runs")
@@ -178,7 +177,8 @@ def cmd_bands(args) -> int:
     directory = Path(args.bands_dir) if args.bands_dir else None
     path = bands.write_sweep(args.exercise, budget, source, measured, prov, directory)
     print(f"{len(measured)} {budget} bands for data source {source!r} from seeds {seeds} written to {path}")
-    print(f"wall time per run (s): {', '.join(f'{s:.1f}' for s in seconds)}; sweep {wall:.1f} s")
+    print(f"wall time per run (s): {', '.join(f'{s:.1f}' for s in prov['seconds'])}; "
+          f"sweep {prov['wall_seconds']:.1f} s")
     return 0
 
 
