@@ -7,11 +7,10 @@ from hypothesis import HealthCheck, settings
 
 # Profiles chosen by HYPOTHESIS_PROFILE; CI gets "ci" automatically.
 settings.register_profile("dev", max_examples=25, deadline=None)
-# ci: a fixed, derandomized budget. Measured on the code of issue #13 (commit a624de0): 600 examples per
-# property find all four property failures that random exploration found there; 200 find only the two
-# batchnorm ones, and the old 25 none.
+# ci: a fixed, derandomized budget of 100 examples per property; the four properties whose counterexamples
+# are rare get 600 (tests/strategies.py: rare_counterexamples, with the measurement behind it).
 settings.register_profile(
-    "ci", max_examples=600, deadline=None, derandomize=True, database=None, print_blob=True,
+    "ci", max_examples=100, deadline=None, derandomize=True, database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 # thorough: explore afresh each run (no example database), as a property must hold beyond CI's examples

@@ -148,6 +148,24 @@ def test_verdicts_compare_with_the_cpu_targets():
     assert info["peak_fraction"] == pytest.approx(0.4) and info["torch_threads"] == 1
 
 
+def test_a_ratio_target_above_the_matmul_ceiling_is_reported_out_of_reach():
+    capped = dataclasses.replace(_result(case="batchnorm", core=15_000.0, seed=5_000.0), matmul_samples_per_s=20_000.0)
+    assert capped.ratio_ceiling == pytest.approx(4.0) and capped.verdicts()["ratio"] == "MISS"
+    assert "out of reach here: the step's matrix products alone run at 4.0x" in capped.misses()[0]
+    reachable = dataclasses.replace(capped, matmul_samples_per_s=40_000.0)  # 8x: the miss is the core's
+    assert "out of reach" not in reachable.misses()[0]
+    assert _result(case="batchnorm").ratio_ceiling is None
+
+
+def test_step_matmuls_do_the_flops_mlp_step_flops_counts():
+    layers, batch = [(784, 512), (512, 512), (512, 10)], 8
+    loop = bench.step_matmuls(layers, batch, torch.device("cpu"), steps=1)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as prof:
+        loop.run()
+    counted = sum(e.flops for e in prof.key_averages() if e.key == "aten::mm")
+    assert counted == bench.mlp_step_flops(layers, batch) and loop.samples == batch
+
+
 def test_contract_falls_back_to_the_bench_copies_and_says_why():
     ns, source = bench.contract("sgd", "no_such_name")
     assert ns is bench.FALLBACKS["sgd"] and "lacks no_such_name" in source

@@ -1,5 +1,6 @@
 """labcheck.data: IDX reading, search order, the mnist-5k fallback, the seeds' subsamplings."""
 import gzip
+import os
 
 import numpy as np
 import pytest
@@ -152,3 +153,27 @@ def test_describe_reports_location_sizes_and_checksums(isolated, monkeypatch):
     monkeypatch.setenv("LABCHECK_DATA", str(isolated / "d"))
     row = data.describe("mnist")
     assert row["found"] and row["source"] == "mnist" and row["train"] == 20 and len(row["train_sha256"]) == 16
+
+
+def test_a_big_gzipped_file_is_decoded_once_and_redecoded_when_it_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.PARSED_CACHE_ENV, str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(1700, 28, 28), dtype=np.uint8)  # ~1.3 MB: above the cache threshold
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    data.write_idx(path, images)
+    assert path.stat().st_size >= data.CACHE_DECODED_FROM_BYTES
+    assert np.array_equal(data.read_idx(path).numpy(), images)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+
+    def no_decoding(_):
+        raise AssertionError("decoded again although the file did not change")
+
+    real_decode = data._read_idx_array
+    monkeypatch.setattr(data, "_read_idx_array", no_decoding)
+    assert np.array_equal(data.read_idx(path).numpy(), images)  # from the cache
+    changed = images.copy()
+    changed[0, 0, 0] ^= 1
+    data.write_idx(path, changed)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    monkeypatch.setattr(data, "_read_idx_array", real_decode)
+    assert np.array_equal(data.read_idx(path).numpy(), changed)  # a changed file is decoded afresh

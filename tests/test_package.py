@@ -229,8 +229,9 @@ def test_autograder_zip_holds_what_grading_needs_and_nothing_else(autograder_zip
     checkout = {n.split("/", 1)[1] for n in names if n.startswith("labcheck/")}
     ex = REGISTRY[CHEAP]
     assert {f"reference/{CHEAP}.py", f"reference/bands/{CHEAP}.json", f"tests/contract/test_{CHEAP}_contract.py",
-            "pyproject.toml", "conftest.py", "labcheck-package.json", "src/labcheck/package/gradescope.py",
+            "pyproject.toml", "labcheck-package.json", "src/labcheck/package/gradescope.py",
             "src/labcheck/package/templates/run_autograder"} <= checkout
+    assert "conftest.py" not in checkout  # graders run with --noconftest (grade.GRADER_PYTEST_ARGS)
     others = [e for e in REGISTRY if e != ex.id]
     assert not [n for n in checkout if n.startswith(("examples/", "tests/hostile", ".git"))
                 or any(n in (f"reference/{o}.py", f"tests/contract/test_{o}_contract.py") for o in others)]

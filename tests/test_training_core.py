@@ -95,10 +95,10 @@ def test_buffers_are_allocated_once_per_batch_size():
     weights, biases, x, y = _problem("cpu", batch=64)
     step = core.ReluMLPStep(weights, biases, lr=LR)
     step.step(x[0], y[0])
-    pointers = [b.data_ptr() for b in step._for_batch(64).hidden]
+    pointers = [b.data_ptr() for b in step._for_batch(64).hidden_t]
     step.step(x[1], y[1])
     step.step(x[2, :10], y[2, :10])  # a short last batch gets its own buffers
-    assert [b.data_ptr() for b in step._for_batch(64).hidden] == pointers
+    assert [b.data_ptr() for b in step._for_batch(64).hidden_t] == pointers
     assert sorted(step._buffers) == [10, 64]
 
 

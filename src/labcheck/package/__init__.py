@@ -8,7 +8,7 @@ Both carry the same two parts of a labcheck checkout (this module decides which 
     pip-installs next to the pinned torch and the data sets (templates/setup.sh);
   - the grading files: the exercise's reference (reference/<id>.py), its bands and tolerances
     (reference/bands/<id>.json), its contract tests (tests/contract/test_<id>_contract.py), the
-    repository's pytest settings (pyproject.toml, conftest.py) and CONFIG_NAME, this package's
+    repository's pytest settings (pyproject.toml; graders load no conftest.py) and CONFIG_NAME, this package's
     settings (visibility, limits). $LABCHECK_HOME points at them when grading.
 Nothing else of the checkout goes in: no examples, no other exercise, no git history.
 
@@ -93,7 +93,7 @@ def grading_files(exercise: str) -> list[tuple[Path, str]]:
     """(file, path in the bundle) of what grades `exercise`: reference, bands, contract tests, pytest settings."""
     ex = get(exercise)
     root = paths.repo_root()
-    files = [(root / "pyproject.toml", "pyproject.toml"), (root / "conftest.py", "conftest.py"),
+    files = [(root / "pyproject.toml", "pyproject.toml"),
              (ex.reference_path, str(ex.reference_path.relative_to(root))),
              (ex.bands_path, str(ex.bands_path.relative_to(root))),
              (ex.contract_tests, str(ex.contract_tests.relative_to(root)))]
