@@ -135,3 +135,71 @@ def test_gradients_have_their_parameters_strides_for_fused_optimizers(transposed
     expected, _, grads = _autograd_run(weights, biases, x, y)
     for got, want in zip(step.params, expected):
         torch.testing.assert_close(got, want, rtol=0, atol=_tolerance(expected, grads, 32))
+
+
+OPTIMIZERS = {
+    "adam": lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True),
+    "adam-amsgrad": lambda ps: torch.optim.Adam(ps, lr=1e-3, amsgrad=True, weight_decay=1e-4, fused=True),
+    "adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01, fused=True),
+    "sgd": lambda ps: torch.optim.SGD(ps, lr=0.05, fused=True),
+    "sgd-momentum": lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, fused=True),
+}
+
+
+def _linears(seed: int) -> list[torch.nn.Linear]:
+    torch.manual_seed(seed)
+    return [torch.nn.Linear(a, b) for a, b in zip(SIZES[:-1], SIZES[1:])]
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_fused_optimizer_step_is_bit_identical_to_optimizer_step(name, monkeypatch):
+    """core.FusedOptimizerStep calls torch's fused kernel on the optimizer's own state: the parameters and
+    the optimizer state equal optimizer.step()'s bit for bit, and after the first step torch.optim's
+    Python path is not taken (that is the time it saves)."""
+    reference, direct = _linears(0), _linears(0)
+    _, _, x, y = _problem("cpu", batch=32)
+    via_torch = OPTIMIZERS[name]([p for lin in reference for p in lin.parameters()])
+    optimizer = OPTIMIZERS[name]([p for lin in direct for p in lin.parameters()])
+    calls = []
+    step_of_torch = optimizer.step
+    monkeypatch.setattr(optimizer, "step", lambda: calls.append(1) or step_of_torch())
+    fused = core.FusedOptimizerStep(optimizer)
+    steps = (core.ReluMLPStep.from_linears(reference, lr=None), core.ReluMLPStep.from_linears(direct, lr=None))
+    for k in range(3 * STEPS):
+        for core_step in steps:
+            core_step.step(x[k % STEPS], y[k % STEPS])
+        via_torch.step()
+        fused()
+        optimizer.param_groups[0]["lr"] *= 0.9  # a schedule: read at every call
+        via_torch.param_groups[0]["lr"] *= 0.9
+    assert len(calls) == 1, "only the first step (which creates the state) may go through optimizer.step()"
+    for a, b in zip(reference, direct):
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)
+            for key, value in via_torch.state[p].items():
+                assert torch.equal(value, optimizer.state[q][key]), key
+
+
+def test_fused_optimizer_step_falls_back_when_the_gradients_are_new_tensors():
+    """Autograd with zero_grad(set_to_none=True) makes new .grad tensors each step: the cached lists would be
+    stale, so each call goes through optimizer.step() and the result is still optimizer.step()'s."""
+    reference, direct = _linears(1), _linears(1)
+    _, _, x, y = _problem("cpu", batch=16)
+    via_torch = OPTIMIZERS["adam"]([p for lin in reference for p in lin.parameters()])
+    fused = core.FusedOptimizerStep(OPTIMIZERS["adam"]([p for lin in direct for p in lin.parameters()]))
+
+    def forward(linears, xb):
+        h = xb
+        for lin in linears[:-1]:
+            h = torch.relu(lin(h))
+        return linears[-1](h)
+
+    for k in range(STEPS):
+        for linears, apply in ((reference, via_torch.step), (direct, fused)):
+            for lin in linears:
+                lin.zero_grad(set_to_none=True)
+            F.cross_entropy(forward(linears, x[k]), y[k]).backward()
+            apply()
+    assert all(torch.equal(p, q) for a, b in zip(reference, direct) for p, q in zip(a.parameters(), b.parameters()))
+    with pytest.raises(ValueError, match="fused=True"):
+        core.FusedOptimizerStep(torch.optim.Adam(direct[0].parameters()))

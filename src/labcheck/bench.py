@@ -463,14 +463,14 @@ def _build_minibatch(spec: Case, device, split: data.Split, seed: int, shuffle, 
                 ref.sgd_step(list(seed_params.values()), lr)
                 return loss
         else:
-            # core: the hand-written backward into .grad, then torch.optim.SGD (fused); seed: autograd + SGD
+            # core: the hand-written backward into .grad, then fused SGD (core.FusedOptimizerStep); seed: autograd + SGD
             fast = core.ReluMLPStep(weights, biases, lr=None)
-            optimizer = torch.optim.SGD(fast.params, lr=lr, fused=True)
+            optimizer_step = core.FusedOptimizerStep(torch.optim.SGD(fast.params, lr=lr, fused=True))
             seed_optimizer = torch.optim.SGD(seed_params.values(), lr=lr)
 
             def step(xb, yb):
                 fast.step(xb, yb)
-                optimizer.step()
+                optimizer_step()
 
             def seed_step(xb, yb):
                 seed_optimizer.zero_grad()
@@ -513,10 +513,11 @@ def _build_minibatch(spec: Case, device, split: data.Split, seed: int, shuffle, 
         optimizer = make_optimizer(model.parameters(), fused=True)
         if linears is not None:
             fast = core.ReluMLPStep.from_linears(linears, lr=None)
+            optimizer_step = core.FusedOptimizerStep(optimizer)  # the same kernel, without torch.optim's Python
 
             def step(xb, yb):
                 fast.step(xb, yb)
-                optimizer.step()
+                optimizer_step()
         else:
             def step(xb, yb):
                 optimizer.zero_grad()
