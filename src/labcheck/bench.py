@@ -29,7 +29,8 @@ Figures, all from the same run:
     ceiling     (mini-batch MLPs) the ratio if everything but the step's matrix products took no time:
                 those products alone, at the step's shapes (step_matmuls), against the seed-style loop.
                 A ratio target above it cannot be met with this machine's sgemm.
-    %peak       GFLOP/s / sgemm peak, the best torch.mm of square float32 matrices (1024, 2048)
+    %peak       GFLOP/s / sgemm peak, the best torch.mm of square float32 matrices (1024, 2048), measured
+                before and after the cases; the higher of the two counts
 Every rate comes from the fastest round, because other processes on a shared machine only ever add
 time; a clock is read only after core.synchronize(device), and on a 1-thread CPU run the clock is this
 thread's CPU time (clock_for), which a loaded machine disturbs far less than the wall clock.
@@ -973,12 +974,19 @@ def main(args) -> int:
     seconds = float(args.seconds)
     peak = sgemm_peak(device, seconds=min(seconds, 1.0))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"labcheck bench: device {device.type}, {threads} torch thread(s), sgemm peak {peak[0]:.1f} GFLOP/s "
+    print(f"labcheck bench: device {device.type}, {threads} torch thread(s), sgemm peak before the cases {peak[0]:.1f} GFLOP/s "
           f"({peak[1]}x{peak[1]} float32), fastest round of >= {seconds:g} s per loop on the "
           f"{clock_name(clock_for(device))} clock, load average {load:.2f}", flush=True)
     results = []
     for name in cases_for(args.exercise, device):
         results.append(measure(build(name, device), seconds, peak))
+    # The peak is measured again after the cases and the higher of the two is used: a single measurement
+    # ranged from 74 to 95 GFLOP/s on one machine in one day, and a low one flatters %peak.
+    after = sgemm_peak(device, seconds=min(seconds, 1.0))
+    if after[0] > peak[0]:
+        results = [dataclasses.replace(r, peak_gflops=after[0], peak_n=after[1]) for r in results]
+    print(f"sgemm peak after the cases {after[0]:.1f} GFLOP/s; %peak below uses the higher, "
+          f"{max(peak[0], after[0]):.1f}")
     print(format_table(results))
     skipped = sorted(set(cases_for(args.exercise)) - set(cases_for(args.exercise, device)))
     if skipped:
