@@ -163,12 +163,17 @@ def welch_one_sided(a: list[float], b: list[float], greater: bool) -> float:
     return float(stats.t.sf(t, df) if greater else stats.t.cdf(t, df))
 
 
+def measured_on_our_data(claim: Claim, source: str) -> bool:
+    """The seed measured on the data our runs used: the same source, or data the reference generates itself."""
+    return claim.data_source == source or claim.data_source in GENERATED_SOURCES
+
+
 def not_comparable_reason(claim: Claim, source: str, budget: str) -> str | None:
     if claim.metric is None:
         return "nothing in this exercise measures it" + (f": {claim.settings_differ}" if claim.settings_differ else "")
     if claim.settings_differ:
         return f"settings differ: {claim.settings_differ}"
-    if claim.data_source != source and claim.data_source not in GENERATED_SOURCES and source not in claim.judge_on:
+    if not measured_on_our_data(claim, source) and source not in claim.judge_on:
         return f"data differ: the seed used {claim.seed_data} ({claim.data_source}); our runs used {source}"
     if claim.budget not in ("any", budget):
         return f"budget differs: the claim is about the {claim.budget} budget ({claim.seed_settings}); our runs used {budget}"
@@ -185,8 +190,7 @@ def judge(claim: Claim, runs: list[dict], source: str, budget: str = "full") -> 
     reason = not_comparable_reason(claim, source, budget)
     if reason:
         return Verdict(claim, NOT_COMPARABLE, ours, other, test, reason)
-    same_data = claim.data_source == source or claim.data_source in GENERATED_SOURCES
-    note = "" if same_data else f" (judged on {source}, not the seed's {claim.seed_data})"
+    note = "" if measured_on_our_data(claim, source) else f" (judged on {source}, not the seed's {claim.seed_data})"
     if kind == "equal":
         answers = Counter(str(_plain(r["metrics"].get(claim.metric))) for r in runs)
         share = answers.get(str(_plain(claim.seed_value)), 0) / len(runs)

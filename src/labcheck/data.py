@@ -22,10 +22,13 @@ import hashlib
 import importlib.util
 import os
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from labcheck import paths
 
 FASHION = "fashion-mnist"
 MNIST = "mnist"
@@ -84,13 +87,11 @@ class DataSet:
 
 
 PARSED_CACHE_ENV = "LABCHECK_PARSED_CACHE"  # where decoded data files are kept (default below)
-
-
 CACHE_DECODED_FROM_BYTES = 1 << 20  # smaller files decode in milliseconds (and tests write many of them)
 
 
 def parsed_cache_folder() -> Path:
-    return Path(os.environ.get(PARSED_CACHE_ENV) or Path.home() / ".cache" / "labcheck" / "parsed")
+    return Path(os.environ.get(PARSED_CACHE_ENV) or paths.cache_root() / "parsed")
 
 
 def _decoded(source: Path, decode) -> np.ndarray:
@@ -112,12 +113,15 @@ def _decoded(source: Path, decode) -> np.ndarray:
     array = decode(source)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, cached)
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=f".{cached.name}.", suffix=".tmp")
     except OSError:
-        pass
+        return array
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, cached)  # readers never see half a file
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
     return array
 
 
@@ -170,7 +174,7 @@ def _idx_set_in(directory: Path) -> dict[str, Path] | None:
 
 def _candidate_dirs(name: str, root: str | os.PathLike | None) -> list[Path]:
     roots = [Path(r) for r in (root, os.environ.get("LABCHECK_DATA")) if r]
-    roots += [Path("data"), Path.home() / ".cache" / "labcheck"]
+    roots += [Path("data"), paths.cache_root()]
     dirs = []
     for r in roots:
         dirs += [r, r / TORCHVISION_DIRS[name] / "raw", r / name]
@@ -193,7 +197,7 @@ def _download(name: str) -> Path | None:
     from torchvision import datasets
 
     cls = {MNIST: datasets.MNIST, FASHION: datasets.FashionMNIST}[name]
-    cache = Path.home() / ".cache" / "labcheck"
+    cache = paths.cache_root()
     try:
         cls(str(cache), train=True, download=True)
         cls(str(cache), train=False, download=True)

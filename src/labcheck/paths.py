@@ -44,3 +44,8 @@ def tests_dir() -> Path:
 
 def examples_dir() -> Path:
     return repo_root() / "examples"
+
+
+def cache_root() -> Path:
+    """~/.cache/labcheck: the per-user caches (expected answers, decoded data) and torchvision downloads."""
+    return Path.home() / ".cache" / "labcheck"

@@ -18,12 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from labcheck import paths
+
 CACHE_ENV = "LABCHECK_EXPECTED_CACHE"
 SCHEMA = b"labcheck expected v2: raw result, cpu seconds"  # part of every key: a format change misses old entries
 
 
 def default_folder() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "labcheck" / "expected")
+    return Path(os.environ.get(CACHE_ENV) or paths.cache_root() / "expected")
 
 
 class ExpectedCache:
