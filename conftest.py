@@ -34,3 +34,15 @@ def check_bands():
         return result
 
     return check
+
+
+@pytest.fixture(scope="module")
+def worker_zygote():
+    """A worker zygote (labcheck.sandbox.WorkerZygote) for the module's sandboxes, as `labcheck grade` lends one."""
+    from labcheck.sandbox import Limits, WorkerZygote
+
+    zygote = WorkerZygote.start(Limits(), ("_selftest",))
+    if zygote is None:
+        pytest.skip("no bubblewrap here: workers are never forked from a zygote")
+    yield zygote
+    zygote.close()

@@ -55,11 +55,15 @@ def bad_str():
 '''
 
 
-@pytest.fixture(scope="module")
-def box(tmp_path_factory):
+@pytest.fixture(scope="module", params=["fresh", "forked"])
+def box(request, tmp_path_factory):
+    """The same tests against a fresh worker and one forked from a worker zygote (labcheck grade's default)."""
     path = tmp_path_factory.mktemp("sub") / "student.py"
     path.write_text(PROBE_TARGETS)
-    with Sandbox(path, "_selftest", Limits(timeout=10, max_reply_mb=1)) as b:
+    zygote = request.getfixturevalue("worker_zygote") if request.param == "forked" else None
+    with Sandbox(path, "_selftest", Limits(timeout=10, max_reply_mb=1), zygote=zygote) as b:
+        b.call("call", name="add", args=[0, 0])
+        assert ("forked from a zygote" in b.isolation["details"]) == (zygote is not None)
         yield b
 
 

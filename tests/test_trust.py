@@ -30,6 +30,7 @@ def grader_side(modules) -> list[str]:
 def test_the_worker_modules_import_no_grader_side_module():
     code = ("import json, sys\n"
             "import labcheck.worker, labcheck.untrusted.serve, labcheck.untrusted.loader, labcheck.untrusted.confine\n"
+            "import labcheck.untrusted.zygote\n"
             "from labcheck.untrusted.calls import calls_of\n"
             f"for ex in {list(EXERCISES) + ['_selftest']!r}:\n"
             "    calls_of(ex)\n"

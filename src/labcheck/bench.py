@@ -825,10 +825,12 @@ GRADING_JOBS = 2  # graders in parallel, as `labcheck grade` defaults to
 class GradingResult:
     """Submissions per minute of a class, graded the old way and the new way in the same run.
 
-    baseline  `python -m pytest` per submission (grade.Options.grader="fresh") with no cache of the
-              reference's expected answers (--labcheck-expected-cache none): grading as it was
-    pool      graders forked from the preloaded zygote (labcheck.gradepool) sharing a disk cache of
-              expected answers that starts empty in this run (the first submissions fill it)
+    baseline  `python -m pytest` per submission (grade.Options.grader="fresh") starting a fresh sandboxed
+              worker (worker="fresh") with no cache of the reference's expected answers
+              (--labcheck-expected-cache none): grading as it was
+    pool      graders forked from the preloaded zygote (labcheck.gradepool), workers forked from a worker
+              zygote per job (labcheck.untrusted.zygote), sharing a disk cache of expected answers that
+              starts empty in this run (the first submissions fill it)
     Rates are wall clock (grading is several processes on every core), class size / seconds.
     """
 
@@ -905,12 +907,13 @@ def grading_mismatches(baseline: dict[str, dict], pooled: dict[str, dict], origi
                   if origin[name] in reference and _verdicts(res) != reference[origin[name]])
 
 
-def grade_class(subs: list, out: Path, grader: str, expected_cache: str, jobs: int = GRADING_JOBS
+def grade_class(subs: list, out: Path, how: str, expected_cache: str, jobs: int = GRADING_JOBS
                 ) -> tuple[float, dict[str, dict]]:
-    """(wall seconds, results by submission name) of grading `subs` with `grader` ("fresh" or "fork")."""
+    """(wall seconds, results by submission name) of grading `subs` with graders and workers started
+    `how` ("fresh" or "fork")."""
     from labcheck import grade
 
-    opts = grade.Options(out=out, jobs=jobs, fresh=True, grader=grader,
+    opts = grade.Options(out=out, jobs=jobs, fresh=True, grader=how, worker=how,
                          extra_pytest_args=("--labcheck-expected-cache", expected_cache))
     start = time.perf_counter()
     results = grade.grade_many(subs, opts)
@@ -942,7 +945,7 @@ def measure_grading(exercise: str = "sgd", class_size: int = DEFAULT_GRADING_CLA
 def format_grading(res: GradingResult) -> str:
     same = "same verdicts" if not res.mismatches else f"{len(res.mismatches)} verdicts DIFFER"
     return (f"grading {res.exercise:10s} class {res.class_size:3d}, {res.jobs} jobs: {res.pool_per_min:6.1f} submissions/min"
-            f" (forked graders, expected-answer cache) vs {res.baseline_per_min:5.1f}/min (fresh process each, "
+            f" (forked graders and workers, expected-answer cache) vs {res.baseline_per_min:5.1f}/min (fresh process each, "
             f"{res.baseline_size} graded) = {res.ratio:4.1f}x  target >={GRADING_TARGET:g}x {res.verdict}; {same}")
 
 

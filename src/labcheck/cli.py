@@ -126,6 +126,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--grader", choices=("fork", "fresh"), default=None, metavar="HOW",
                    help="fork: graders forked from a zygote with torch loaded; fresh: one new python per "
                         "submission (default: $LABCHECK_GRADER or fork)")
+    p.add_argument("--worker", choices=("fork", "fresh"), default=None, metavar="HOW",
+                   help="fork: each submission's sandboxed worker forked from a worker zygote under the same "
+                        "bubblewrap set-up (torch imported once per job); fresh: a new sandboxed process per "
+                        "submission (default: $LABCHECK_WORKER or fork)")
     from labcheck.package import add_parser as add_package_parser
 
     add_package_parser(sub)

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from labcheck import gradepool, paths, report
 from labcheck.exercises import EXERCISES, REGISTRY
+from labcheck.sandbox import ZYGOTE_ENV
 from labcheck.submission import SUBMISSION_SUFFIXES, is_single_submission_folder
 
 DEFAULT_TOTAL_TIMEOUT = 900.0  # seconds a whole submission may take, all tests together
@@ -72,6 +73,9 @@ class Options:
     # How grader processes start: "fork" from a zygote with torch and pytest preloaded (labcheck.gradepool),
     # "fresh" as `python -m pytest` each (~6 s of imports per submission). $LABCHECK_GRADER overrides.
     grader: str = dataclasses.field(default_factory=lambda: os.environ.get("LABCHECK_GRADER") or "fork")
+    # How sandboxed workers start: "fork" from a worker zygote (one per job, torch imported once, under the
+    # same bubblewrap set-up; labcheck.untrusted.zygote), "fresh" as a new process each. $LABCHECK_WORKER overrides.
+    worker: str = dataclasses.field(default_factory=lambda: os.environ.get("LABCHECK_WORKER") or "fork")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +305,49 @@ def _stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
             continue
 
 
-def grade_one(sub: Submission, opts: Options) -> dict:
+class WorkerZygotes:
+    """One worker zygote per job (labcheck.sandbox.WorkerZygote), lent to one grader process at a time:
+    each submission's worker is then forked from one that imported torch already. A zygote that a
+    grader may have left in an unknown state (the grader did not end normally, a child is still
+    alive, a message is unread) is closed, and the next grader gets a new one."""
+
+    def __init__(self, opts: Options, exercises: set[str]):
+        from labcheck.sandbox import Limits
+
+        self.limits = Limits(timeout=opts.timeout, memory_mb=opts.memory_mb)
+        self.exercises = tuple(sorted(exercises))
+        self._free: list = []
+        self._lock = threading.Lock()
+
+    def borrow(self):
+        """A live zygote, or None where none can start (no bubblewrap: graders start fresh workers)."""
+        from labcheck.sandbox import WorkerZygote
+
+        with self._lock:
+            zygote = self._free.pop() if self._free else None
+        if zygote is None or not zygote.alive():
+            if zygote is not None:
+                zygote.close()
+            zygote = WorkerZygote.start(self.limits, self.exercises)
+        return zygote
+
+    def give_back(self, zygote, grader_ended_normally: bool) -> None:
+        if zygote is None:
+            return
+        if not (grader_ended_normally and zygote.idle()):
+            zygote.close()
+            return
+        with self._lock:
+            self._free.append(zygote)
+
+    def close(self) -> None:
+        with self._lock:
+            free, self._free = self._free, []
+        for zygote in free:
+            zygote.close()
+
+
+def grade_one(sub: Submission, opts: Options, zygotes: WorkerZygotes | None = None) -> dict:
     """Grade `sub` in its own grader process; always returns (and writes) a complete results dict."""
     out_dir = Path(opts.out) / sub.out_name
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -320,13 +366,20 @@ def grade_one(sub: Submission, opts: Options) -> dict:
         env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
         env["PYTHONUNBUFFERED"] = "1"
         env.update(GRADER_ENV)
+        zygote = zygotes.borrow() if zygotes is not None else None
+        code = None
         with open(log_file, "wb") as log:
             if opts.grader == "fork":
-                proc = gradepool.launch(grader_command(sub, opts, partial_file), log_file, paths.repo_root(), env)
+                proc = gradepool.launch(grader_command(sub, opts, partial_file), log_file, paths.repo_root(), env,
+                                        zygote=zygote)
             else:
+                pass_fds = ()
+                if zygote is not None:
+                    env[ZYGOTE_ENV] = json.dumps({"fd": zygote.control.fileno(), **zygote.handoff()})
+                    pass_fds = (zygote.control.fileno(),)
                 proc = subprocess.Popen(grader_command(sub, opts, partial_file), stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, cwd=paths.repo_root(), env=env,
-                                        start_new_session=True)
+                                        start_new_session=True, pass_fds=pass_fds)
             with _LIVE_LOCK:
                 _LIVE.add(proc)
             try:
@@ -339,6 +392,8 @@ def grade_one(sub: Submission, opts: Options) -> dict:
             finally:
                 with _LIVE_LOCK:
                     _LIVE.discard(proc)
+                if zygotes is not None:
+                    zygotes.give_back(zygote, code in (0, 1))
         if reason is None and code not in (0, 1):
             tail = log_file.read_text(errors="replace")[-1500:].strip()
             what = {2: "was interrupted", 3: "hit an internal error", 4: "was called wrongly",
@@ -375,8 +430,9 @@ def grade_many(subs: list[Submission], opts: Options, progress=None) -> dict[str
             todo.append(sub)
     _INTERRUPTED.clear()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, opts.jobs))
+    zygotes = WorkerZygotes(opts, {sub.exercise for sub in todo}) if opts.worker == "fork" else None
     try:
-        futures = {pool.submit(grade_one, sub, opts): sub for sub in todo}
+        futures = {pool.submit(grade_one, sub, opts, zygotes): sub for sub in todo}
         for fut in concurrent.futures.as_completed(futures):
             sub = futures[fut]
             try:
@@ -397,7 +453,12 @@ def grade_many(subs: list[Submission], opts: Options, progress=None) -> dict[str
         for proc in live:
             _stop(proc, grace=5.0)
         raise
+    finally:
+        if zygotes is not None and _INTERRUPTED.is_set():
+            zygotes.close()
     pool.shutdown()
+    if zygotes is not None:
+        zygotes.close()
     return done
 
 
@@ -452,6 +513,8 @@ def main(args) -> int:
                    min_isolation=getattr(args, "min_isolation", None) or "whitelist-fs")
     if getattr(args, "grader", None):
         opts.grader = args.grader
+    if getattr(args, "worker", None):
+        opts.worker = args.worker
     from labcheck.sandbox import check_min_isolation
 
     try:

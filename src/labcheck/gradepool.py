@@ -29,6 +29,7 @@ in its on-disk cache (labcheck.probes.expected), keyed by the sha256 of the refe
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -37,6 +38,8 @@ import sys
 import threading
 import types
 from pathlib import Path
+
+from labcheck.sandbox import ZYGOTE_ENV
 
 # Modules the forkserver imports once (the children inherit them): the heavy, non-plugin libraries.
 # Only imports: nothing here may start a thread or run a torch kernel in the server, or fork would
@@ -67,9 +70,11 @@ def context() -> multiprocessing.context.BaseContext:
         return _context
 
 
-def _grader_main(argv: list[str], log_path: str, cwd: str, env: dict[str, str], threads: int) -> None:
+def _grader_main(argv: list[str], log_path: str, cwd: str, env: dict[str, str], threads: int,
+                 zygote_control=None, zygote_handoff: dict | None = None) -> None:
     """The child: its own session, output to the log, the caller's environment of now (not the one the
-    server started with), then one pytest session; exits with pytest's exit code."""
+    server started with), then one pytest session; exits with pytest's exit code. A worker zygote lent
+    by the caller (its control socket, passed by the forkserver) is announced to the Sandbox in ZYGOTE_ENV."""
     os.setsid()  # a process group of its own: stopped as a whole, like start_new_session=True
     signal.signal(signal.SIGINT, signal.default_int_handler)  # SIGINT: pytest ends its report
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -84,6 +89,8 @@ def _grader_main(argv: list[str], log_path: str, cwd: str, env: dict[str, str], 
     sys.dont_write_bytecode = True
     os.environ.clear()
     os.environ.update(env)
+    if zygote_control is not None:
+        os.environ[ZYGOTE_ENV] = json.dumps({"fd": zygote_control.detach(), **zygote_handoff})
     os.chdir(cwd)
     for name in [m for m in sys.modules if m.split(".")[0] in REWRITTEN_PACKAGES]:
         del sys.modules[name]  # this function keeps its globals; pytest imports the plugin afresh
@@ -132,12 +139,14 @@ def pytest_args(command: list[str]) -> list[str]:
 
 
 def launch(command: list[str], log_path: Path, cwd: Path, env: dict[str, str] | None = None,
-           threads: int = GRADER_THREADS) -> ForkedGrader:
+           threads: int = GRADER_THREADS, zygote=None) -> ForkedGrader:
     """Fork a grader child that runs `command`'s pytest session in `cwd` with `env` (default: this
-    process's environment); its output goes to `log_path`."""
+    process's environment); its output goes to `log_path`. `zygote` (labcheck.sandbox.WorkerZygote) is
+    lent to it for the submission's worker."""
     env = dict(os.environ if env is None else env)
+    lent = () if zygote is None else (zygote.control, zygote.handoff())
     process = context().Process(target=_grader_main, name="labcheck-grader", daemon=False,
-                                args=(pytest_args(command), str(log_path), str(cwd), env, threads))
+                                args=(pytest_args(command), str(log_path), str(cwd), env, threads, *lent))
     with _MAIN_LOCK:
         # multiprocessing re-runs the caller's __main__ script in every child before the target (its
         # "safe importing of the main module" rule); a grader needs nothing from it, and a script

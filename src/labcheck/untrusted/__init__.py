@@ -25,5 +25,7 @@ Modules, by what they do:
   confine.py  OS confinement from inside: mount hiding (fallback without bubblewrap), seccomp, the
               audit hook;
   serve.py    the serve loop: private protocol descriptors, one request -> one reply;
+  zygote.py   a worker that imported torch once and forks one such serving child per submission, in
+              turn, and puts the sandbox's writable folders back after each;
   calls/      per exercise, what the grader may ask the worker to call.
 """

@@ -90,7 +90,7 @@ def confine_filesystem(policy: dict) -> str:
     return f"{hidden} paths hidden, {readonly} mounts read-only"
 
 
-# seccomp: refuse fork/vfork (and, in the worker's own filter, execve/execveat) and clone without
+# seccomp: refuse fork/vfork (and, in the worker's own filter, execve/execveat), ptrace and its kin, and clone without
 # CLONE_THREAD (threads stay allowed); clone3 answers ENOSYS, so libc falls back to clone, whose flags
 # the filter can read. The same program, without the exec rule, is what the grader hands to bubblewrap
 # (`bwrap --seccomp FD`): bwrap installs it right before it executes the worker, so exec must pass there.
@@ -98,6 +98,9 @@ _SECCOMP = {  # machine -> (AUDIT_ARCH, fork, vfork, execve, execveat, clone, cl
     "x86_64": (0xC000003E, 57, 58, 59, 322, 56, 435),
     "aarch64": (0xC00000B7, None, None, 221, 281, 220, 435),
 }
+# Reaching into another process (ptrace, process_vm_readv/writev, pidfd_getfd): refused too, so that a
+# zygote's child cannot touch the zygote that forks the next student's worker (labcheck.untrusted.zygote).
+_SECCOMP_PEEK = {"x86_64": (101, 310, 311, 438), "aarch64": (117, 270, 271, 438)}
 
 
 def seccomp_program(block_exec: bool = True) -> bytes | None:
@@ -111,7 +114,8 @@ def seccomp_program(block_exec: bool = True) -> bytes | None:
     LD, JEQ, JSET, JGE, RET = 0x20, 0x15, 0x45, 0x35, 0x06
     ALLOW, EPERM, ENOSYS = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
     CLONE_THREAD = 0x00010000
-    deny = [n for n in (fork, vfork) + ((execve, execveat) if block_exec else ()) if n is not None]
+    deny = [n for n in (fork, vfork) + ((execve, execveat) if block_exec else ()) + _SECCOMP_PEEK[platform.machine()]
+            if n is not None]
     # program; jump offsets are relative to the next instruction
     prog = [(LD, 0, 0, 4)]  # A = arch
     body: list[tuple[int, int, int, int]] = []

@@ -63,13 +63,12 @@ def _confine(policy: dict) -> list[str]:
     return done
 
 
-def serve() -> None:
+def serve(policy: dict, in_fd: int, out_fd: int) -> None:
+    """Load the submission `policy` names, confine this process, then answer requests on in_fd/out_fd."""
     from labcheck import wire
     from labcheck.untrusted import loader
     from labcheck.untrusted.calls import TRACKER, KnownHang, calls_of
 
-    in_fd, out_fd = _private_protocol_fds()
-    policy = json.loads(os.environ.get(SANDBOX_ENV, "{}"))
     exercise = policy["exercise"]
     submission = policy["submission"]
 
@@ -157,4 +156,10 @@ def run_call(calls, module, request: dict, entry_name: str, display: str | None,
 
 
 def main() -> None:
-    serve()
+    if sys.argv[1:] == ["--zygote"]:
+        from labcheck.untrusted import zygote
+
+        zygote.main()
+        return
+    in_fd, out_fd = _private_protocol_fds()
+    serve(json.loads(os.environ.get(SANDBOX_ENV, "{}")), in_fd, out_fd)
