@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from labcheck import paths, sandbox
+from labcheck import grade, paths, sandbox
 from labcheck.sandbox import LEVELS, Limits, Sandbox, SubmissionFailure
 
 HOSTILE = paths.tests_dir() / "hostile"
@@ -103,11 +103,12 @@ def test_without_bubblewrap_the_fallback_confines_and_reports_its_level(no_bwrap
 
 
 def grade_selftest(submission: Path, results: Path, cwd: Path, env: dict | None = None, extra=()) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pytest", str(CONTRACT), "-q", "-p", "no:cacheprovider",
+    """The plugin run as `labcheck grade` runs it (grade.GRADER_PYTEST_ARGS: no conftest, no other plugin)."""
+    cmd = [sys.executable, "-m", "pytest", str(CONTRACT), *grade.GRADER_PYTEST_ARGS,
            "--labcheck-exercise", "_selftest", "--labcheck-reference", str(REFERENCE),
            "--labcheck-submission", str(submission), "--labcheck-results", str(results), *extra]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, **grade.GRADER_ENV, **(env or {})})
 
 
 def test_the_plugin_and_the_command_refuse_below_the_minimum(tmp_path):
@@ -236,8 +237,8 @@ def run_as_nobody(prefix, work: Path, submission: Path, extra_env=None, extra=()
     os.chmod(copy, 0o644)
     results = work / f"{submission.stem}.json"
     env = {"PATH": os.environ["PATH"], "HOME": str(work), "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",
-           **(extra_env or {})}
-    cmd = [*prefix, sys.executable, "-m", "pytest", str(CONTRACT), "-q", "-p", "no:cacheprovider",
+           **grade.GRADER_ENV, **(extra_env or {})}
+    cmd = [*prefix, sys.executable, "-m", "pytest", str(CONTRACT), *grade.GRADER_PYTEST_ARGS,
            "--labcheck-exercise", "_selftest", "--labcheck-reference", str(REFERENCE),
            "--labcheck-submission", str(copy), "--labcheck-results", str(results), *extra]
     out = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=900, env=env)
@@ -285,3 +286,50 @@ def test_a_submission_whose_every_function_hangs_waits_once_per_function(tmp_pat
     assert res["score"] == 0 and all("did not return within" in t["output"] for t in res["tests"]), res["tests"]
     waits = {line for t in res["tests"] for line in t["output"].splitlines() if "did not return within" in line}
     assert len(waits) <= len(WIDTH_FUNCTIONS), waits  # one message (one wait) per hanging function at most
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers forked from a zygote (tests/test_zygote.py), for an ordinary user
+
+ZYGOTE_CASES = HOSTILE / "zygote"
+
+AS_NOBODY = '''
+import json, sys
+from pathlib import Path
+from labcheck import grade
+from labcheck.sandbox import Limits, Sandbox, WorkerZygote
+
+hostile, work = Path(sys.argv[1]), Path(sys.argv[2])
+zygote = WorkerZygote.start(Limits(), ("_selftest",))
+seen = {}
+for name, text in (("residue", sys.argv[3]), ("look", sys.argv[4])):
+    (work / f"{name}.py").write_text(text)
+    with Sandbox(work / f"{name}.py", "_selftest", Limits(timeout=30), zygote=zygote) as box:
+        seen[name] = box.call("call", name="add", args=[0, 0])
+zygote.close()
+subs = [grade.Submission(name=n, path=hostile / f"{n}.py", exercise="_selftest", tests=hostile / "contract_selftest.py")
+        for n in ("correct", "read_reference")]
+opts = grade.Options(out=work / "grades", jobs=1, timeout=20,
+                     extra_pytest_args=("--labcheck-reference", str(hostile / "reference_selftest.py")))
+results = grade.grade_many(subs, opts)
+print(json.dumps({"seen": seen, "graded": {n: [r["score"], r["extra_data"]["labcheck"]["isolation"]]
+                                          for n, r in results.items()}}))
+'''
+
+
+def test_an_ordinary_user_gets_the_same_zygote_and_its_guarantees(as_nobody):
+    """As `nobody` (no capability anywhere): forked workers grade the hostile corpus' thief and a correct
+    submission at full marks, and one child can neither reach the zygote's memory nor leave files."""
+    prefix, work = as_nobody
+    env = {"PATH": os.environ["PATH"], "HOME": str(work), "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+    cases = [(ZYGOTE_CASES / f"{name}.py").read_text() for name in ("leave_residue", "look_around")]
+    out = subprocess.run([*prefix, sys.executable, "-c", AS_NOBODY, str(HOSTILE), str(work), *cases], cwd=work,
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    made, reached = report["seen"]["residue"]
+    assert len(made) == 5 and ("Permission denied" in reached or "Operation not permitted" in reached), reached
+    assert not any("left" in name for names in report["seen"]["look"].values() for name in names)
+    for name, (score, isolation) in report["graded"].items():
+        assert score == 6.0 and isolation["level"] == "whitelist-fs", (name, isolation)
+        assert "forked from a zygote" in isolation["details"], (name, isolation)

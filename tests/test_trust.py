@@ -7,13 +7,14 @@ say what and what they must lose) and grade only the tests concerned, through th
 """
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from labcheck import paths
+from labcheck import grade, paths
 from labcheck.exercises import EXERCISES
 from labcheck.sandbox import Limits, Sandbox
 
@@ -82,9 +83,9 @@ def grade_grafted(case_file: Path, tmp_path: Path) -> dict:
     sub.write_text(base.read_text() + "\n\n# ---- hostile lines ----\n" + case_file.read_text())
     results = tmp_path / "results.json"
     cmd = [sys.executable, "-m", "pytest", str(paths.tests_dir() / "contract" / f"test_{case['BASE']}_contract.py"),
-           "-q", "-p", "no:cacheprovider", "--labcheck-exercise", case["BASE"], "--labcheck-submission", str(sub),
+           *grade.GRADER_PYTEST_ARGS, "--labcheck-exercise", case["BASE"], "--labcheck-submission", str(sub),
            "--labcheck-results", str(results), "-k", " or ".join(case["TESTS"])]
-    subprocess.run(cmd, cwd=paths.repo_root(), capture_output=True, timeout=1200)
+    subprocess.run(cmd, cwd=paths.repo_root(), capture_output=True, timeout=1200, env={**os.environ, **grade.GRADER_ENV})
     return json.loads(results.read_text())
 
 

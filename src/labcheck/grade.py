@@ -6,7 +6,7 @@
 Each submission is graded by its own grader process,
 
     PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python -m pytest tests/contract/test_<id>_contract.py
-        -p no:cacheprovider -p labcheck.plugin --noconftest -o addopts= -q
+        -p no:cacheprovider -p no:unraisableexception -p labcheck.plugin --noconftest -o addopts= -q
         --labcheck-submission S --labcheck-exercise ID --labcheck-results OUT/<name>/results.json
 
 which in turn runs the student's code in a sandboxed worker (labcheck.sandbox). The grader
@@ -275,8 +275,12 @@ class Interrupted(Exception):
 # suite's addopts (markers of plugins that are not loaded). Measured in a grader forked with torch loaded:
 # pytest's start fell from 1.6 s to 0.5 s of CPU per submission, most of it hypothesis, which pytest
 # assertion-rewrote (and, writing no bytecode, recompiled) in every grader. No labcheck grader module uses
-# `assert`, so not rewriting them changes no feedback.
-GRADER_PYTEST_ARGS = ("-p", "no:cacheprovider", "-p", "labcheck.plugin", "--noconftest", "-o", "addopts=", "-q")
+# `assert`, so not rewriting them changes no feedback. Nor does pytest's unraisableexception plugin run: it
+# calls gc.collect() twice at the end of a session, 0.24 s of CPU with torch's heap (22% of a grader's CPU
+# for the sgd contract, profiled), to turn exceptions raised in __del__ into warnings; a grade must not
+# depend on a grader-side finalizer anyway.
+GRADER_PYTEST_ARGS = ("-p", "no:cacheprovider", "-p", "no:unraisableexception", "-p", "labcheck.plugin",
+                      "--noconftest", "-o", "addopts=", "-q")
 GRADER_ENV = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 
