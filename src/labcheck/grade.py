@@ -315,24 +315,35 @@ class WorkerZygotes:
     grader may have left in an unknown state (the grader did not end normally, a child is still
     alive, a message is unread) is closed, and the next grader gets a new one."""
 
-    def __init__(self, opts: Options, exercises: set[str]):
+    def __init__(self, opts: Options, exercises: set[str], prestart: int = 0):
         from labcheck.sandbox import Limits
 
         self.limits = Limits(timeout=opts.timeout, memory_mb=opts.memory_mb)
         self.exercises = tuple(sorted(exercises))
         self._free: list = []
         self._lock = threading.Lock()
+        # launched now, from this (long-lived) thread: they import torch while the graders' forkserver does
+        from labcheck.sandbox import WorkerZygote
+
+        self._starting = [z for z in (WorkerZygote.launch(self.limits, self.exercises) for _ in range(prestart)) if z]
+
+    def _start(self):
+        from labcheck.sandbox import WorkerZygote
+
+        return WorkerZygote.start(self.limits, self.exercises)
 
     def borrow(self):
         """A live zygote, or None where none can start (no bubblewrap: graders start fresh workers)."""
-        from labcheck.sandbox import WorkerZygote
-
+        with self._lock:
+            starting = self._starting.pop() if self._starting else None
+        if starting is not None and starting.wait_ready():
+            return starting
         with self._lock:
             zygote = self._free.pop() if self._free else None
         if zygote is None or not zygote.alive():
             if zygote is not None:
                 zygote.close()
-            zygote = WorkerZygote.start(self.limits, self.exercises)
+            zygote = self._start()
         return zygote
 
     def give_back(self, zygote, grader_ended_normally: bool) -> None:
@@ -347,7 +358,8 @@ class WorkerZygotes:
     def close(self) -> None:
         with self._lock:
             free, self._free = self._free, []
-        for zygote in free:
+            starting, self._starting = self._starting, []
+        for zygote in free + starting:
             zygote.close()
 
 
@@ -434,7 +446,10 @@ def grade_many(subs: list[Submission], opts: Options, progress=None) -> dict[str
             todo.append(sub)
     _INTERRUPTED.clear()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, opts.jobs))
-    zygotes = WorkerZygotes(opts, {sub.exercise for sub in todo}) if opts.worker == "fork" else None
+    if todo and opts.grader == "fork":
+        gradepool.start_server()
+    zygotes = (WorkerZygotes(opts, {sub.exercise for sub in todo}, prestart=min(len(todo), max(1, opts.jobs)))
+               if opts.worker == "fork" else None)
     try:
         futures = {pool.submit(grade_one, sub, opts, zygotes): sub for sub in todo}
         for fut in concurrent.futures.as_completed(futures):

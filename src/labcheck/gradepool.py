@@ -70,6 +70,14 @@ def context() -> multiprocessing.context.BaseContext:
         return _context
 
 
+def start_server() -> None:
+    """Start the forkserver now (its imports run while the caller does other work), not at the first launch."""
+    import multiprocessing.forkserver
+
+    context()
+    multiprocessing.forkserver.ensure_running()
+
+
 def _grader_main(argv: list[str], log_path: str, cwd: str, env: dict[str, str], threads: int,
                  zygote_control=None, zygote_handoff: dict | None = None) -> None:
     """The child: its own session, output to the log, the caller's environment of now (not the one the

@@ -360,7 +360,14 @@ class WorkerZygote:
 
     @classmethod
     def start(cls, limits: Limits | None = None, exercises: tuple[str, ...] = ()) -> "WorkerZygote | None":
-        """A new zygote under bubblewrap, or None where bubblewrap is not what a fresh worker would get."""
+        """A new zygote under bubblewrap, ready, or None where bubblewrap is not what a fresh worker would get."""
+        zygote = cls.launch(limits, exercises)
+        return zygote if zygote is not None and zygote.wait_ready() else None
+
+    @classmethod
+    def launch(cls, limits: Limits | None = None, exercises: tuple[str, ...] = ()) -> "WorkerZygote | None":
+        """Start a zygote without waiting for it to import torch (wait_ready() does). Call it from a thread
+        that outlives the zygote: bubblewrap dies with the *thread* that started it (PR_SET_PDEATHSIG)."""
         limits = limits or Limits()
         reached = achievable_isolation()
         if reached["launcher"] != "bwrap" or limits.network:
@@ -380,15 +387,21 @@ class WorkerZygote:
             theirs.close()
         zygote = cls(ours, 0, limits, proc)
         zygote._scratch = scratch
+        return zygote
+
+    def wait_ready(self) -> bool:
+        """Wait until the zygote has imported torch; False (and closed) if it never does."""
+        if self.pid:
+            return self.alive()
         try:
-            reply, pid = zygote._receive(limits.startup_timeout)
+            reply, pid = self._receive(self.limits.startup_timeout)
         except (OSError, ValueError):
             reply, pid = None, None
         if not (reply or {}).get("status") == "ready" or not pid:
-            zygote.close()
-            return None
-        zygote.pid = pid
-        return zygote
+            self.close()
+            return False
+        self.pid = pid
+        return True
 
     @classmethod
     def from_environment(cls) -> "WorkerZygote | None":

@@ -31,13 +31,16 @@ def torch_threads():
 
 @pytest.fixture(scope="session")
 def sgemm_peak(request, torch_threads):
-    """peak(device) -> (GFLOP/s, n), measured once per device and session."""
+    """peak(device, again=False) -> (GFLOP/s, n): the highest sgemm peak measured on `device` in this session;
+    `again` measures once more. As `labcheck bench` takes the higher of before and after the cases: one
+    measurement ranged 74-95 GFLOP/s on one machine in a day, and a low one flatters %peak."""
     seconds = float(request.config.getoption("benchmark_max_time"))
     cache = {}
 
-    def peak(device):
-        if device.type not in cache:
-            cache[device.type] = bench.sgemm_peak(device, seconds=seconds)
+    def peak(device, again=False):
+        if device.type not in cache or again:
+            measured = bench.sgemm_peak(device, seconds=seconds)
+            cache[device.type] = max(cache.get(device.type, measured), measured)
         return cache[device.type]
 
     return peak
@@ -58,6 +61,7 @@ def test_training_core(benchmark, request, case, device, torch_threads, sgemm_pe
     if benchmark.stats is None:  # --benchmark-disable: the core ran once, nothing was timed
         return
     stats = benchmark.stats.stats
+    peak = sgemm_peak(work.device, again=True)  # before and after this case: the higher counts
     result = bench.result_from(work, stats.min, stats.median, seed_fastest, peak)
     benchmark.extra_info.update(result.extra_info())
     if bench.enforce_targets():
