@@ -29,10 +29,7 @@ import numpy as np
 import torch
 
 from labcheck import paths
-
-FASHION = "fashion-mnist"
-MNIST = "mnist"
-MNIST_5K = "mnist-5k"
+from labcheck.dataset_names import FASHION, MNIST, MNIST_5K  # noqa: F401  (data.MNIST etc. stay the names to use)
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",

@@ -18,24 +18,33 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from labcheck import data, paths
+from labcheck import dataset_names, paths
+
+if TYPE_CHECKING:  # the registry loads without torch (`labcheck grade`'s own process never needs it)
+    from labcheck.data import Split
 
 
-def _all_train(split: data.Split, seed: int) -> data.Split:
+def _all_train(split: Split, seed: int) -> Split:
     return split
 
 
-def _first_600_per_class(split: data.Split, seed: int) -> data.Split:
+def _first_600_per_class(split: Split, seed: int) -> Split:
+    from labcheck import data
+
     return data.first_per_class(split, 600)  # the seed's loader takes the first 600 images of each class
 
 
-def _random_1000(split: data.Split, seed: int) -> data.Split:
+def _random_1000(split: Split, seed: int) -> Split:
+    from labcheck import data
+
     return data.random_split(split, [1000], seed)[0]  # the seed's random_split of the 60k train images
 
 
-def _fraction_12(split: data.Split, seed: int) -> data.Split:
+def _fraction_12(split: Split, seed: int) -> Split:
+    from labcheck import data
+
     return data.subsample_fraction(split, 0.12, seed)  # the seed trains on a random 12% of the train set
 
 
@@ -43,10 +52,10 @@ def _fraction_12(split: data.Split, seed: int) -> data.Split:
 class Exercise:
     id: str  # the name on the command line, in markers and in file names
     seed_file: str  # the seed notebook (as text) in ../shared/seeds/
-    dataset: str  # data.MNIST or data.FASHION: the data set the seed trains on
+    dataset: str  # dataset_names.MNIST or dataset_names.FASHION: the data set the seed trains on
     subsampling: str  # how the seed subsamples its training images, in words
     title: str  # what the exercise reproduces, one line
-    train_split: Callable[[data.Split, int], data.Split]  # (the data set's train split, seed) -> the seed's images
+    train_split: Callable[[Split, int], Split]  # (the data set's train split, seed) -> the seed's images
     bench_cases: tuple[str, ...]  # names of its throughput cases in labcheck.bench.CASES
 
     @property
@@ -77,15 +86,16 @@ class Exercise:
 
 
 _ALL = (
-    Exercise("width", "hw2_width_fashion_mnist.txt", data.FASHION, "random 12% of the 60k train images",
+    Exercise("width", "hw2_width_fashion_mnist.txt", dataset_names.FASHION, "random 12% of the 60k train images",
              "performance vs width, divergent learning rate, interpolation", _fraction_12, ("width",)),
-    Exercise("sgd", "lab3_sgd_from_scratch_mnist.txt", data.MNIST, "all train images",
+    Exercise("sgd", "lab3_sgd_from_scratch_mnist.txt", dataset_names.MNIST, "all train images",
              "SGD and momentum from scratch vs torch.optim.SGD", _all_train, ("sgd-custom", "sgd-torch")),
-    Exercise("batchnorm", "a4_batchnorm_mlp_mnist.txt", data.MNIST, "first 600 train images per class",
+    Exercise("batchnorm", "a4_batchnorm_mlp_mnist.txt", dataset_names.MNIST, "first 600 train images per class",
              "BatchNorm MLPs, timing per epoch, deeper variant", _first_600_per_class, ("batchnorm",)),
-    Exercise("hyperparams", "a2_fashion_hyperparams.txt", data.FASHION, "random_split 1000 train / 500 validation",
+    Exercise("hyperparams", "a2_fashion_hyperparams.txt", dataset_names.FASHION,
+             "random_split 1000 train / 500 validation",
              "optimizers, batch size, batchnorm, augmentation, width", _random_1000, ("hyperparams",)),
-    Exercise("gradnorms", "ps2_gradient_norms_matrix_sensing.txt", data.MNIST, "all train images",
+    Exercise("gradnorms", "ps2_gradient_norms_matrix_sensing.txt", dataset_names.MNIST, "all train images",
              "per-layer gradient norms, matrix sensing", _all_train, ("gradnorms", "gradnorms-sensing")),
 )
 

@@ -45,7 +45,7 @@ import secrets
 import time
 from pathlib import Path
 
-from labcheck import paths, wire
+from labcheck import paths
 from labcheck.untrusted.serve import SANDBOX_ENV
 
 # Ordered confinement levels, weakest first.
@@ -172,12 +172,12 @@ def environment_paths() -> tuple[str, ...]:
     """What the worker's Python needs to read, and nothing more: the interpreter's prefix, the virtual
     environment, the labcheck package (not the repository around it), and torch/numpy where they live
     outside those. Symlinked paths are bound under both names."""
-    import numpy
-    import torch
+    import importlib.util
 
     wanted = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
               str(Path(__file__).parent), os.path.dirname(sys.executable)}
-    wanted |= {str(Path(m.__file__).parent) for m in (torch, numpy)}
+    # found without importing them: `labcheck grade`'s own process never loads torch
+    wanted |= {str(Path(importlib.util.find_spec(m).origin).parent) for m in ("torch", "numpy")}
     found = set()
     for p in wanted:
         for q in (os.path.abspath(p), os.path.realpath(p)):
@@ -713,6 +713,8 @@ class Sandbox:
 
     def _await_ready(self) -> None:
         """Wait for the worker's first frame: the submission loaded, or why not (remembered)."""
+        from labcheck import wire  # (imports torch: only where a worker answers)
+
         budget = self.limits.startup_timeout
         try:
             payload = self._read_reply(time.monotonic() + budget)
@@ -756,6 +758,8 @@ class Sandbox:
     def _read_reply(self, deadline: float, cpu_deadline: float | None = None) -> bytes:
         """The next frame's payload. TimeoutError when the wall clock passes `deadline` (monotonic) or the
         worker's CPU time passes `cpu_deadline` (process_tree_cpu_seconds of the worker)."""
+        from labcheck import wire
+
         assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
         buf = bytearray()
@@ -818,6 +822,8 @@ class Sandbox:
         raw result or raise SubmissionFailure. Deadlines: `timeout` seconds of wall clock (at most
         Limits.timeout) and, if given, `cpu_timeout` CPU seconds of the worker, whichever comes first; a
         contract function that ran out of time before fails at once with the same message."""
+        from labcheck import wire
+
         if self._load_failure is not None:
             raise self._load_failure
         if self._proc is None or self._proc.poll() is not None:

@@ -23,8 +23,9 @@ Control messages (one JSON object per SOCK_SEQPACKET message on fd 0, descriptor
   zygote -> grader, once: {"status": "ready"}
   grader -> zygote: {"op": "spawn", "id": ID, "policy": {...}, "env": {...}, "suffix": ".py",
                      "rlimits": {name: bytes}} + [channel, stderr log, submission file]
-  zygote -> grader: {"id": ID, "status": "forked", "entry": the child's copy of the file}; then, once the child has ended and the files
-                    are put back: {"id": ID, "status": "exited", "returncode": N (negative: signal)}
+  zygote -> grader: {"id": ID, "status": "forked", "entry": the child's copy of the file}; then, once the
+                    child has ended and the files are put back:
+                    {"id": ID, "status": "exited", "returncode": N (negative: signal), "clean": bool}
 """
 from __future__ import annotations
 
