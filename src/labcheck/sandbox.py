@@ -379,6 +379,7 @@ class WorkerZygote:
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # the kernel tells us the zygote's pid
         env = {**_worker_env(limits, home), "LABCHECK_ZYGOTE_EXERCISES": json.dumps(list(exercises))}
         cmd = [*bwrap_command(bwrap_path(), home, [], None), sys.executable, "-P", "-m", "labcheck.worker", "--zygote"]
+        _prctl()  # loaded here: after fork, in preexec_fn, only what is loaded already is safe to call
         try:
             with open(Path(scratch.name) / "zygote.log", "ab") as err:
                 proc = subprocess.Popen(cmd, stdin=theirs, stdout=subprocess.DEVNULL, stderr=err, cwd=home, env=env,
@@ -569,7 +570,6 @@ class Sandbox:
         self._scratch: tempfile.TemporaryDirectory | None = None
         self._stderr_path: Path | None = None
         self._load_failure: SubmissionFailure | None = None
-        self._prctl = None
         self._via_bwrap = False
         self.confinement: list[str] = []  # what the worker reported it could enforce (OS level)
         self.calls = 0
@@ -669,7 +669,7 @@ class Sandbox:
             self._worker_entry = forked.entry
         else:
             cmd = [*prefix, sys.executable, "-m", "labcheck.worker"]
-            self._prctl = _prctl()
+            _prctl()  # loaded before the fork: _preexec may only call what is loaded
             try:
                 with open(self._stderr_path, "ab") as err:
                     self._proc = subprocess.Popen(
