@@ -11,37 +11,26 @@ import pytest
 from labcheck import grade, paths, sandbox
 from labcheck.sandbox import Limits, Sandbox
 
-
-
-
-
 CASES = paths.tests_dir() / "hostile" / "zygote"  # submissions aimed at the zygote, each saying what it does
-LEAVE_RESIDUE, LOOK_AROUND, KILL_THE_ZYGOTE = (
-    (CASES / f"{name}.py").read_text() for name in ("leave_residue", "look_around", "kill_the_zygote"))
+LEAVE_RESIDUE, LOOK_AROUND, KILL_THE_ZYGOTE = (CASES / f"{name}.py" for name in
+                                                ("leave_residue", "look_around", "kill_the_zygote"))
 
 
-def submission(tmp_path, name, text):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def look(tmp_path, zygote) -> dict:
-    with Sandbox(submission(tmp_path, "look.py", LOOK_AROUND), "_selftest", Limits(timeout=30), zygote=zygote) as box:
+def look(zygote) -> dict:
+    with Sandbox(LOOK_AROUND, "_selftest", Limits(timeout=30), zygote=zygote) as box:
         seen = box.call("call", name="add", args=[0, 0])
         assert "forked from a zygote" in box.isolation["details"]
     return seen
 
 
-def test_nothing_one_students_worker_leaves_reaches_the_next(tmp_path, worker_zygote):
+def test_nothing_one_students_worker_leaves_reaches_the_next(worker_zygote):
     zygote = worker_zygote
-    before = look(tmp_path, zygote)
-    with Sandbox(submission(tmp_path, "residue.py", LEAVE_RESIDUE), "_selftest", Limits(timeout=30),
-                 zygote=zygote) as box:
+    before = look(zygote)
+    with Sandbox(LEAVE_RESIDUE, "_selftest", Limits(timeout=30), zygote=zygote) as box:
         made, reached = box.call("call", name="add", args=[0, 0])
     assert len(made) == 5  # every file was really written
     assert "Permission denied" in reached or "Operation not permitted" in reached  # the zygote is not dumpable
-    after = look(tmp_path, zygote)
+    after = look(zygote)
     # the next child sees exactly what the first saw, but for its own scratch's number (child-N)
     same = lambda seen: re.sub(r"child-[0-9]+", "child-N", json.dumps(seen, sort_keys=True))  # noqa: E731
     assert same(after) == same(before)
@@ -49,8 +38,7 @@ def test_nothing_one_students_worker_leaves_reaches_the_next(tmp_path, worker_zy
     assert zygote.idle()
 
 
-def test_the_zygote_holds_no_name_or_path_of_a_submission(tmp_path, worker_zygote):
-    zygote = worker_zygote
+def test_the_zygote_holds_no_name_or_path_of_a_submission(tmp_path, worker_zygote, monkeypatch):
     """The zygote's memory is every later child's: the request it gets names no student's file."""
     sent = []
     real = sandbox.socket.send_fds
@@ -59,25 +47,21 @@ def test_the_zygote_holds_no_name_or_path_of_a_submission(tmp_path, worker_zygot
         sent.append(b"".join(buffers).decode())
         return real(sock, buffers, fds, *args)
 
-    path = submission(tmp_path, "alice_smith_sgd.py", LOOK_AROUND)
-    sandbox.socket.send_fds = spy
-    try:
-        with Sandbox(path, "_selftest", Limits(timeout=30), zygote=zygote) as box:
-            box.call("call", name="add", args=[0, 0])
-    finally:
-        sandbox.socket.send_fds = real
+    path = tmp_path / "alice_smith_sgd.py"
+    path.write_bytes(LOOK_AROUND.read_bytes())
+    monkeypatch.setattr(sandbox.socket, "send_fds", spy)
+    with Sandbox(path, "_selftest", Limits(timeout=30), zygote=worker_zygote) as box:
+        box.call("call", name="add", args=[0, 0])
     assert sent and not any("alice_smith" in text or str(tmp_path) in text for text in sent)
 
 
-def test_a_submission_that_kills_its_zygote_costs_the_next_one_only_a_fresh_worker(tmp_path, worker_zygote):
+def test_a_submission_that_kills_its_zygote_costs_the_next_one_only_a_fresh_worker(worker_zygote):
     zygote = sandbox.WorkerZygote.start(Limits(), ("_selftest",))  # its own (worker_zygote: bubblewrap works)
     try:
-        with Sandbox(submission(tmp_path, "killer.py", KILL_THE_ZYGOTE), "_selftest", Limits(timeout=30),
-                     zygote=zygote) as box:
+        with Sandbox(KILL_THE_ZYGOTE, "_selftest", Limits(timeout=30), zygote=zygote) as box:
             assert box.call("call", name="add", args=[1, 2]) == 3  # its own worker lives on, orphaned
         assert not zygote.alive() and not zygote.idle()
-        with Sandbox(submission(tmp_path, "look.py", LOOK_AROUND), "_selftest", Limits(timeout=30),
-                     zygote=zygote) as box:
+        with Sandbox(LOOK_AROUND, "_selftest", Limits(timeout=30), zygote=zygote) as box:
             assert "/tmp" in box.call("call", name="add", args=[0, 0])
             assert "forked from a zygote" not in box.isolation["details"]
             assert box.isolation["level"] == "whitelist-fs"

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from labcheck import gradepool, paths, report
 from labcheck.exercises import EXERCISES, REGISTRY
-from labcheck.sandbox import ZYGOTE_ENV
+from labcheck.sandbox import ZYGOTE_ENV, Limits, WorkerZygote
 from labcheck.submission import SUBMISSION_SUFFIXES, is_single_submission_folder
 
 DEFAULT_TOTAL_TIMEOUT = 900.0  # seconds a whole submission may take, all tests together
@@ -316,21 +316,12 @@ class WorkerZygotes:
     alive, a message is unread) is closed, and the next grader gets a new one."""
 
     def __init__(self, opts: Options, exercises: set[str], prestart: int = 0):
-        from labcheck.sandbox import Limits
-
         self.limits = Limits(timeout=opts.timeout, memory_mb=opts.memory_mb)
         self.exercises = tuple(sorted(exercises))
-        self._free: list = []
+        self._free: list[WorkerZygote] = []
         self._lock = threading.Lock()
         # launched now, from this (long-lived) thread: they import torch while the graders' forkserver does
-        from labcheck.sandbox import WorkerZygote
-
         self._starting = [z for z in (WorkerZygote.launch(self.limits, self.exercises) for _ in range(prestart)) if z]
-
-    def _start(self):
-        from labcheck.sandbox import WorkerZygote
-
-        return WorkerZygote.start(self.limits, self.exercises)
 
     def borrow(self):
         """A live zygote, or None where none can start (no bubblewrap: graders start fresh workers)."""
@@ -343,7 +334,7 @@ class WorkerZygotes:
         if zygote is None or not zygote.alive():
             if zygote is not None:
                 zygote.close()
-            zygote = self._start()
+            zygote = WorkerZygote.start(self.limits, self.exercises)
         return zygote
 
     def give_back(self, zygote, grader_ended_normally: bool) -> None:
@@ -473,11 +464,9 @@ def grade_many(subs: list[Submission], opts: Options, progress=None) -> dict[str
             _stop(proc, grace=5.0)
         raise
     finally:
-        if zygotes is not None and _INTERRUPTED.is_set():
+        if zygotes is not None:
             zygotes.close()
     pool.shutdown()
-    if zygotes is not None:
-        zygotes.close()
     return done
 
 

@@ -85,10 +85,8 @@ CPU_POLL_SECONDS = 0.2  # how often a call's CPU time is read while it runs
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def process_tree_cpu_seconds(root: int) -> float:
-    """User + system CPU seconds of process `root` and all its descendants (all their threads), read from
-    /proc by the grader: the worker cannot forge it, and unlike wall time it does not grow with the load
-    of the machine, so a CPU deadline gives the same verdict on an idle and on a busy machine."""
+def _process_table() -> tuple[dict[int, list[int]], dict[int, float]]:
+    """(children of each pid, CPU seconds of each pid: user + system, all threads), read from /proc."""
     children: dict[int, list[int]] = {}
     cpu: dict[int, float] = {}
     for entry in os.scandir("/proc"):
@@ -103,6 +101,14 @@ def process_tree_cpu_seconds(root: int) -> float:
         pid = int(entry.name)
         children.setdefault(int(fields[1]), []).append(pid)
         cpu[pid] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime + stime
+    return children, cpu
+
+
+def process_tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of process `root` and all its descendants (all their threads), read from
+    /proc by the grader: the worker cannot forge it, and unlike wall time it does not grow with the load
+    of the machine, so a CPU deadline gives the same verdict on an idle and on a busy machine."""
+    children, cpu = _process_table()
     total, todo = 0.0, [root]
     while todo:
         pid = todo.pop()
@@ -325,17 +331,7 @@ def _rlimits(limits: Limits) -> None:
 
 
 def _children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(b")") + 2:].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    return _process_table()[0].get(pid, [])
 
 
 ZYGOTE_ENV = "LABCHECK_ZYGOTE"  # a zygote handed to this grader process: {"fd", "pid", "limits"} as JSON
@@ -422,9 +418,8 @@ class WorkerZygote:
     def serves(self, limits: Limits) -> bool:
         """Whether a child of this zygote is the worker a Sandbox with `limits` would start."""
         mine = self.limits
-        return (not self.busy and not self.broken and not limits.network and limits.threads == mine.threads
-                and limits.memory_mb <= mine.memory_mb and limits.file_mb <= mine.file_mb
-                and (self._proc is None or self._proc.poll() is None))
+        return (not self.busy and self.alive() and not limits.network and limits.threads == mine.threads
+                and limits.memory_mb <= mine.memory_mb and limits.file_mb <= mine.file_mb)
 
     def alive(self) -> bool:
         return not self.broken and (self._proc is None or self._proc.poll() is None)
@@ -660,7 +655,7 @@ class Sandbox:
         env = _worker_env(self.limits, str(work))
         forked = None
         if self._via_bwrap and display is not None and self.zygote is not None and self.zygote.serves(self.limits):
-            # the same worker, forked from a zygote under the same bubblewrap set-up: see Zygote
+            # the same worker, forked from a zygote under the same bubblewrap set-up: see WorkerZygote
             forked = self.zygote.spawn(policy, env, submission, self._stderr_path, self.limits)
         if forked is not None:
             if seccomp_fd is not None:
@@ -690,11 +685,13 @@ class Sandbox:
         self.isolation = {"level": level, "launcher": reached["launcher"], "details": details,
                           "why_not_higher": reached["why_not_higher"]}
 
-    def _as_submitted(self, text: str) -> str:
-        """`text` with the worker's private copy of the submission named as the student's file."""
+    def _reported(self, reply: dict) -> tuple[str, str]:
+        """("Type: message", traceback) of the student's failure in `reply`, the worker's private copy of
+        the submission named as the student's file."""
+        texts = (f"{reply.get('type', 'Error')}: {reply.get('message', '')}", reply.get("traceback") or "")
         if self._display and self._worker_entry:
-            return text.replace(self._worker_entry, self._display)
-        return text
+            texts = tuple(t.replace(self._worker_entry, self._display) for t in texts)
+        return texts
 
     def _copy_submission(self, scratch: Path) -> tuple[Path, str | None]:
         """The worker reads a private copy of the submission's entry file, never the original
@@ -735,8 +732,7 @@ class Sandbox:
             self._load_failure = SubmissionFailure("load_error", f"the worker's first reply was unreadable ({e})")
             raise self._load_failure from None
         if isinstance(reply, dict) and reply.get("status") == "load_error":
-            detail = self._as_submitted(f"{reply.get('type', 'Error')}: {reply.get('message', '')}")
-            tb = self._as_submitted(reply.get("traceback") or "")
+            detail, tb = self._reported(reply)
             self._kill()
             self._load_failure = SubmissionFailure(
                 "load_error", f"the submission could not be loaded: {detail}" + (f"\n{tb}" if tb else ""))
@@ -878,8 +874,7 @@ class Sandbox:
             return reply.get("value")
         if status == "error" and reply.get("type") == "KnownHang" and reply.get("function") in self.hung:
             raise SubmissionFailure("timeout", self.hung[reply.get("function")])
-        detail = self._as_submitted(f"{reply.get('type', 'Error')}: {reply.get('message', '')}")
-        tb = self._as_submitted(reply.get("traceback") or "")
+        detail, tb = self._reported(reply)
         if status == "load_error":
             self._load_failure = SubmissionFailure(
                 "load_error", f"the submission could not be loaded: {detail}" + (f"\n{tb}" if tb else "")

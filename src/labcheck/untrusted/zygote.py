@@ -1,5 +1,5 @@
 """A worker that imported torch once and forks one child per submission in turn (untrusted side;
-run as `python -m labcheck.worker --zygote`, started by labcheck.sandbox.Zygote under bubblewrap).
+run as `python -m labcheck.worker --zygote`, started by labcheck.sandbox.WorkerZygote under bubblewrap).
 
 A fresh worker spends ~1.8 s of CPU on bubblewrap, Python and `import torch` before a student line
 runs: about half of what grading a small submission costs. The zygote pays that once per grading
