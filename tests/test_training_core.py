@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labcheck import core
+from labcheck import core, native
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 SIZES = (784, 100, 100, 10)  # the Lab-3 MLP
@@ -65,23 +65,33 @@ def _tolerance(params, grads, batch):
     return STEPS * 8 * EPS32 * scale
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("mode", ["fused-sgd", "momentum", "torch-optim"])
-@pytest.mark.parametrize("batch", [128, 37])
-def test_hand_written_step_equals_autograd_to_float_rounding(device, mode, batch):
-    weights, biases, x, y = _problem(device, batch)
-    momentum = 0.9 if mode == "momentum" else 0.0
-    expected, expected_losses, grads = _autograd_run(weights, biases, x, y, momentum)
+MODES = ["fused-sgd", "momentum", "torch-optim"]
+# The step as written in Python, and labcheck.native's compiled operator (the same calls from C++): g++
+# and ninja come with `scripts/run test`, so "compiled" fails here rather than skip when it cannot be built.
+IMPLEMENTATIONS = {"python": False, "compiled": True}
+
+
+def _core_step(weights, biases, mode, compiled):
+    """The step under test and, for torch-optim, the optimizer that applies its gradients."""
     ws, bs = [w.clone() for w in weights], [b.clone() for b in biases]
     if mode == "torch-optim":
-        step = core.ReluMLPStep(ws, bs, lr=None)
-        optimizer = torch.optim.SGD(step.params, lr=LR)
-    else:
-        step = core.ReluMLPStep(ws, bs, lr=LR, momentum=momentum)
+        step = core.ReluMLPStep(ws, bs, lr=None, compiled=compiled)
+        return step, torch.optim.SGD(step.params, lr=LR)
+    return core.ReluMLPStep(ws, bs, lr=LR, momentum=0.9 if mode == "momentum" else 0.0, compiled=compiled), None
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("batch", [128, 37])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_hand_written_step_equals_autograd_to_float_rounding(device, mode, batch, implementation):
+    weights, biases, x, y = _problem(device, batch)
+    expected, expected_losses, grads = _autograd_run(weights, biases, x, y, 0.9 if mode == "momentum" else 0.0)
+    step, optimizer = _core_step(weights, biases, mode, IMPLEMENTATIONS[implementation])
     losses = []
     for xb, yb in zip(x, y):
         losses.append(step.step(xb, yb, with_loss=True))
-        if mode == "torch-optim":
+        if optimizer is not None:
             optimizer.step()
     atol = _tolerance([t for pair in zip(weights, biases) for t in pair], grads, batch)
     moved = max((p - q).abs().max().item() for p, q in zip(step.params, [t for pair in zip(weights, biases) for t in pair]))
@@ -89,6 +99,39 @@ def test_hand_written_step_equals_autograd_to_float_rounding(device, mode, batch
     for name, got, want in zip(["W0", "b0", "W1", "b1", "W2", "b2"], step.params, expected):
         torch.testing.assert_close(got, want, rtol=0, atol=atol, msg=lambda m: f"{mode} {name}: {m}")
     torch.testing.assert_close(torch.stack(losses), expected_losses, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("batch", [128, 37])
+def test_compiled_step_is_bit_identical_to_the_python_step(device, mode, batch):
+    """csrc/relu_mlp_step.cpp makes _python_step's calls with the same arguments in the same order, so
+    parameters, gradients and losses agree bit for bit: any slip in the C++ (a dropped ReLU mask, a
+    wrong alpha or orientation) shows here, far below the autograd test's rounding bound."""
+    weights, biases, x, y = _problem(device, batch)
+    runs = []
+    for compiled in (False, True):
+        step, optimizer = _core_step(weights, biases, mode, compiled)
+        losses = []
+        for xb, yb in zip(x, y):
+            losses.append(step.step(xb, yb, with_loss=True))
+            if optimizer is not None:
+                optimizer.step()
+        runs.append((step.params, step.grads or [], losses))
+    (params, grads, losses), (params_c, grads_c, losses_c) = runs
+    assert len(grads) == len(grads_c) and all(map(torch.equal, grads, grads_c))
+    assert all(map(torch.equal, params, params_c))
+    assert all(map(torch.equal, losses, losses_c))
+
+
+def test_the_step_says_when_the_compiled_operator_is_missing(monkeypatch):
+    monkeypatch.setattr(native, "_load", lambda: (None, "unavailable: no compiler"))
+    weights, biases, x, y = _problem("cpu", batch=8)
+    with pytest.raises(RuntimeError, match="no compiler"):
+        core.ReluMLPStep(weights, biases, compiled=True)
+    step = core.ReluMLPStep(weights, biases)  # compiled=None: the Python step, as correct
+    assert step._compiled is None
+    step.step(x[0], y[0])
 
 
 def test_buffers_are_allocated_once_per_batch_size():

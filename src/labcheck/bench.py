@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labcheck import core, data, exercises, paths, repro
+from labcheck import core, data, exercises, native, paths, repro
 
 ENFORCE_ENV = "LABCHECK_BENCH_ENFORCE"  # "1": benchmarks assert the targets (off by default)
 THREADS_ENV = "LABCHECK_BENCH_THREADS"  # torch threads for benchmarks (default DEFAULT_THREADS)
@@ -768,6 +768,7 @@ class Result:
             "sgemm_peak_n": self.peak_n, "peak_fraction": round(self.peak_fraction, 4),
             "peak_fraction_target": targets.peak_fraction, "flops_per_sample": self.flops_per_sample,
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "training_step": native.status(),
             "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
             **{f"{k}_verdict": v for k, v in self.verdicts().items() if v},
         }
@@ -980,6 +981,8 @@ def main(args) -> int:
     print(f"labcheck bench: device {device.type}, {threads} torch thread(s), sgemm peak before the cases {peak[0]:.1f} GFLOP/s "
           f"({peak[1]}x{peak[1]} float32), fastest round of >= {seconds:g} s per loop on the "
           f"{clock_name(clock_for(device))} clock, load average {load:.2f}", flush=True)
+    # The hand-written step is compiled where it can be (labcheck.native) and pure Python otherwise: say which.
+    print(f"training step of the ReLU MLPs: {native.status()}", flush=True)
     results = []
     for name in cases_for(args.exercise, device):
         results.append(measure(build(name, device), seconds, peak))

@@ -13,6 +13,8 @@ from typing import Iterator
 
 import torch
 
+from labcheck import native
+
 
 def relu_mlp_linears(model: torch.nn.Module) -> list[torch.nn.Linear] | None:
     """The Linear layers of an nn.Sequential Linear, ReLU, ..., Linear (biases on); None for anything else."""
@@ -119,9 +121,10 @@ class ReluMLPStep:
     this orientation, against ~87% and ~82% batch-major, and a 10-wide output product ~3x faster:
 
       forward   h^T = addmm(b, W^T, h^T) then relu_ in place (the ReLU output is its own mask)
-      loss grad d^T = (softmax(logits^T, dim 0) - onehot^T) / B, as autograd's log_softmax + nll
+      loss grad d^T = softmax(logits^T, dim 0) - onehot^T, B times autograd's log_softmax + nll: the
+                batch mean's 1/B rides on the alpha of the products below (exact for a power-of-two B)
       backward  dh^T = W d^T, then threshold_backward(dh^T, h^T, 0) in place (the ReLU mask from h)
-      update    lr given, momentum 0: W.addmm_(h^T, d, alpha=-lr) and b.addmv_(d^T, 1, alpha=-lr),
+      update    lr given, momentum 0: W.addmm_(h^T, d, alpha=-lr/B) and b.addmv_(d^T, 1, alpha=-lr/B),
                 the gradient never materialised, each W updated right after its last use;
                 momentum > 0: gradients into buffers, then v = mu v + g, p -= lr v (torch._foreach_*);
                 lr None: gradients into buffers exposed as p.grad (set_grad=False: not; from_linears
@@ -130,14 +133,22 @@ class ReluMLPStep:
     The arithmetic is autograd's up to float32 rounding: the fused update p - lr*(h^T d) rounds once
     where autograd's p.add_(g, alpha=-lr) rounds g first (tests/test_training_core.py compares the two).
     Every call is device-generic (no host sync, no CPU-only op), so the same step runs on CUDA.
+
+    The step runs compiled where labcheck.native can be built: the same 17 ATen calls from C++,
+    bit-identical, without the ~100 us that Python's argument parsing and glue added to the Lab-3 step
+    (838 -> 713-744 us per step in the bench's loop). _python_step is the readable original and the fallback.
     """
 
     def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor], lr: float | None = 0.01,
-                 momentum: float = 0.0, set_grad: bool = True):
+                 momentum: float = 0.0, set_grad: bool = True, compiled: bool | None = None):
         if len(weights) != len(biases) or not weights:
             raise ValueError("one bias per weight, at least one layer")
         if lr is None and momentum:
             raise ValueError("momentum needs lr (lr=None leaves the update to a torch optimizer)")
+        # compiled: None uses labcheck.native's step where it can be built, True requires it, False never
+        self._compiled = None if compiled is False else native.module()
+        if compiled and self._compiled is None:
+            raise RuntimeError(f"no compiled training step: {native.status()}")
         self.weights = list(weights)  # [(d_in, d_out)], updated in place
         self.biases = list(biases)  # [(d_out,)]
         self.lr = lr
@@ -188,7 +199,14 @@ class ReluMLPStep:
                 ones=torch.ones(batch, **kw),  # (B,) sums over the batch as one addmv
                 minus_ones=torch.full((1, batch), -1.0, **kw),  # (1, B) the one-hot subtraction
             )
-            self._buffers[batch].products = self._products(self._buffers[batch])
+            buf = self._buffers[batch]
+            buf.products = self._products(buf)
+            buf.compiled = None if self._compiled is None else self._compiled.Step(
+                weights=self.weights, biases=self.biases, lr=0.0 if self.lr is None else self.lr,
+                grad_weights=[] if self.grads is None else self.grads[0::2],  # []: the fused update
+                grad_biases=[] if self.grads is None else self.grads[1::2], hidden_t=buf.hidden_t,
+                grad_hidden_t=buf.grad_hidden_t, logits_t=buf.logits_t, grad_logits_t=buf.grad_logits_t,
+                ones=buf.ones, minus_ones=buf.minus_ones)
         return self._buffers[batch]
 
     def _products(self, buf: SimpleNamespace) -> list:
@@ -206,26 +224,44 @@ class ReluMLPStep:
                 products.append((target.t(), d_t, None if h_t is None else h_t.t()))  # (d_j+1, B) @ (B, d_j)
         return products
 
-    @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor, with_loss: bool = False) -> torch.Tensor | None:
         """Train on one batch x (B, d_0), y (B,) int64; returns the batch's mean loss (0-dim) if asked."""
-        x = x.reshape(len(x), -1)  # (B, d_0)
+        buf = self._buffers.get(len(x)) or self._for_batch(len(x))
+        if buf.compiled is not None:
+            buf.compiled.step(x, y)  # _python_step's calls, from C++ (labcheck.native), no grad mode
+        else:
+            self._python_step(x.reshape(len(x), -1), y, buf)
+        if self.lr is not None and self.grads is not None:
+            self._apply_gradients()
+        if not with_loss:
+            return None
+        logits_t = buf.logits_t  # (K, B), the forward's, before this step's update
+        picked = logits_t.t().gather(1, y[:, None])  # (B, 1) logit of the true class
+        return (torch.logsumexp(logits_t, 0) - picked[:, 0]).mean()  # mean cross-entropy
+
+    @torch.no_grad()
+    def _apply_gradients(self) -> None:
+        if self.momentum:
+            torch._foreach_mul_(self.velocities, self.momentum)  # v = mu v
+            torch._foreach_add_(self.velocities, self.grads)  # + g
+            torch._foreach_add_(self.params, self.velocities, alpha=-self.lr)  # p -= lr v
+        else:
+            torch._foreach_add_(self.params, self.grads, alpha=-self.lr)
+
+    @torch.no_grad()
+    def _python_step(self, x: torch.Tensor, y: torch.Tensor, buf: SimpleNamespace) -> None:
+        """Forward, backward and update (or gradients), call for call what csrc/relu_mlp_step.cpp does."""
         batch = len(x)
-        buf = self._for_batch(batch)
         x_t = x.t()  # (d_0, B)
         ws, ws_t, bias_cols, bs = self.weights, self._weights_t, self._bias_columns, self.biases
         last = len(ws) - 1
         h_t = x_t
         for j in range(last):
             h_t = torch.addmm(bias_cols[j], ws_t[j], h_t, out=buf.hidden_t[j]).relu_()  # (d_j+1, B)
-        logits_t = torch.addmm(bias_cols[last], ws_t[last], h_t, out=buf.logits_t)  # (K, B)
-        loss = None
-        if with_loss:
-            picked = logits_t.t().gather(1, y[:, None])  # (B, 1) logit of the true class
-            loss = (torch.logsumexp(logits_t, 0) - picked[:, 0]).mean()  # mean cross-entropy
-        d_t = _SOFTMAX_OUT(logits_t, 0, False, out=buf.grad_logits_t)  # (K, B) over classes
-        d_t.scatter_add_(0, y[None, :], buf.minus_ones)  # (K, B) minus the one-hot: d[y_i, i] -= 1
-        d_t.mul_(1.0 / batch)  # (K, B) dLoss/dlogits^T of the batch mean
+        torch.addmm(bias_cols[last], ws_t[last], h_t, out=buf.logits_t)  # (K, B)
+        d_t = _SOFTMAX_OUT(buf.logits_t, 0, False, out=buf.grad_logits_t)  # (K, B) over classes
+        d_t.scatter_add_(0, y[None, :], buf.minus_ones)  # minus the one-hot: B * dLoss/dlogits^T
+        scale = 1.0 / batch  # the batch mean's 1/B rides on the products' alpha (exact for a power-of-two B)
         fused = self.grads is None
         for j in range(last, -1, -1):
             if j > 0:  # dh^T = W d^T, masked by the ReLU
@@ -235,20 +271,14 @@ class ReluMLPStep:
             if j == 0:
                 a, b = (x_t, b) if a is None else (a, x)
             if fused:
-                target.addmm_(a, b, alpha=-self.lr)  # W -= lr * h^T d
-                bs[j].addmv_(d_t, buf.ones, alpha=-self.lr)  # b -= lr * sum_i d_i
+                torch.addmm(target, a, b, alpha=-self.lr * scale, out=target)  # W -= lr/B h^T d
+                bs[j].addmv_(d_t, buf.ones, alpha=-self.lr * scale)  # b -= lr/B sum_i d_i
             else:
-                torch.mm(a, b, out=target)  # dW = h^T d
-                torch.mv(d_t, buf.ones, out=self.grads[2 * j + 1])  # (d_j+1,)
+                torch.addmm(target, a, b, beta=0.0, alpha=scale, out=target)  # dW = h^T d / B
+                grad_bias = self.grads[2 * j + 1]
+                torch.addmv(grad_bias, d_t, buf.ones, beta=0.0, alpha=scale, out=grad_bias)  # db = sum_i d_i / B
             if j > 0:
                 d_t = grad_h_t
-        if self.momentum:
-            torch._foreach_mul_(self.velocities, self.momentum)  # v = mu v
-            torch._foreach_add_(self.velocities, self.grads)  # + g
-            torch._foreach_add_(self.params, self.velocities, alpha=-self.lr)  # p -= lr v
-        elif self.lr is not None and not fused:
-            torch._foreach_add_(self.params, self.grads, alpha=-self.lr)
-        return loss
 
 
 class FusedOptimizerStep:

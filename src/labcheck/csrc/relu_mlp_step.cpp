@@ -1,0 +1,105 @@
+// labcheck_native.Step: core.ReluMLPStep's training step written against ATen, call for call.
+//
+// Same kernels, same arguments, same order as ReluMLPStep._python_step in core.py, so the two give
+// bit-identical parameters (tests/test_training_core.py checks it). What this saves is the interpreter:
+// from Python each of the step's 17 calls costs ~3 us of argument parsing and glue; the bench's Lab-3 loop
+// went from 838 to 713-744 us per step (measured). A Step holds its tensors, so a call passes only the
+// batch: a pybind11 method call costs ~1 us, where a torch.ops operator taking these 13 arguments cost
+// ~30 us more per step (measured, 632 vs 667 us). Every call below is a
+// dispatched ATen operator, so the step stays device-generic (CPU and CUDA alike).
+//
+// Shapes (feature-major, see core.ReluMLPStep): x (B, d_0); weights[j] (d_j, d_j+1) as x @ W + b;
+// hidden_t[j], grad_hidden_t[j] (d_j+1, B); logits_t, grad_logits_t (K, B); ones (B,); minus_ones (1, B).
+#include <torch/extension.h>
+
+#include <utility>
+#include <vector>
+
+namespace {
+
+// target = alpha h^T d (fused: target += alpha h^T d), in whichever orientation of target is contiguous:
+// (d_j, d_j+1) = (d_j, B) @ (B, d_j+1), or its transpose (d_j+1, d_j) = (d_j+1, B) @ (B, d_j).
+void weight_product(const at::Tensor& target, const at::Tensor& h_t, const at::Tensor& d_t, double alpha, bool fused) {
+  at::Tensor out = target.is_contiguous() ? target : target.t();
+  at::Tensor a = target.is_contiguous() ? h_t : d_t;
+  at::Tensor b = target.is_contiguous() ? d_t.t() : h_t.t();
+  at::addmm_out(out, out, a, b, /*beta=*/fused ? 1.0 : 0.0, alpha);
+}
+
+void relu_mlp_step(const at::Tensor& x, const at::Tensor& y, at::TensorList weights, at::TensorList biases,
+                   at::TensorList hidden_t, at::TensorList grad_hidden_t, const at::Tensor& logits_t,
+                   const at::Tensor& grad_logits_t, const at::Tensor& ones, const at::Tensor& minus_ones,
+                   at::TensorList grad_weights, at::TensorList grad_biases, double lr) {
+  const bool fused = grad_weights.empty();  // no gradient buffers: W -= lr/B h^T d directly
+  const int64_t last = static_cast<int64_t>(weights.size()) - 1;
+  // The batch mean's 1/B rides on the products' alpha (exact for a power-of-two B).
+  const double scale = 1.0 / static_cast<double>(x.size(0));
+  const at::Tensor x_t = x.t();  // (d_0, B)
+  at::Tensor h_t = x_t;
+  for (int64_t j = 0; j < last; ++j) {
+    at::Tensor out = hidden_t[j];
+    at::addmm_out(out, biases[j].unsqueeze(1), weights[j].t(), h_t).relu_();  // (d_j+1, B)
+    h_t = out;
+  }
+  at::Tensor logits = logits_t;
+  at::addmm_out(logits, biases[last].unsqueeze(1), weights[last].t(), h_t);  // (K, B)
+  at::Tensor d_t = grad_logits_t;
+  at::_softmax_out(d_t, logits_t, 0, false);  // (K, B) over classes
+  d_t.scatter_add_(0, y.unsqueeze(0), minus_ones);  // minus the one-hot: B * dLoss/dlogits^T
+  for (int64_t j = last; j >= 0; --j) {
+    at::Tensor grad_h_t;
+    if (j > 0) {  // dh^T = W d^T, masked by the ReLU
+      grad_h_t = grad_hidden_t[j - 1];
+      at::mm_out(grad_h_t, weights[j], d_t);
+      at::threshold_backward_out(grad_h_t, grad_h_t, hidden_t[j - 1], 0);
+    }
+    const at::Tensor& inputs_t = j > 0 ? hidden_t[j - 1] : x_t;
+    if (fused) {
+      weight_product(weights[j], inputs_t, d_t, -lr * scale, true);  // W -= lr/B h^T d
+      biases[j].addmv_(d_t, ones, 1.0, -lr * scale);  // b -= lr/B sum_i d_i
+    } else {
+      weight_product(grad_weights[j], inputs_t, d_t, scale, false);  // dW = h^T d / B
+      at::Tensor grad_bias = grad_biases[j];
+      at::addmv_out(grad_bias, grad_bias, d_t, ones, 0.0, scale);  // db = sum_i d_i / B
+    }
+    if (j > 0) d_t = grad_h_t;
+  }
+}
+
+// The step of one model at one batch size: its parameters, gradient buffers (none: the fused update) and
+// activation buffers, given once; step(x, y) trains on a batch.
+class Step {
+ public:
+  Step(std::vector<at::Tensor> weights, std::vector<at::Tensor> biases, std::vector<at::Tensor> grad_weights,
+       std::vector<at::Tensor> grad_biases, std::vector<at::Tensor> hidden_t, std::vector<at::Tensor> grad_hidden_t,
+       at::Tensor logits_t, at::Tensor grad_logits_t, at::Tensor ones, at::Tensor minus_ones, double lr)
+      : weights_(std::move(weights)), biases_(std::move(biases)), grad_weights_(std::move(grad_weights)),
+        grad_biases_(std::move(grad_biases)), hidden_t_(std::move(hidden_t)), grad_hidden_t_(std::move(grad_hidden_t)),
+        logits_t_(std::move(logits_t)), grad_logits_t_(std::move(grad_logits_t)), ones_(std::move(ones)),
+        minus_ones_(std::move(minus_ones)), lr_(lr) {}
+
+  void step(const at::Tensor& x, const at::Tensor& y) const {
+    at::NoGradGuard no_grad;  // the parameters are autograd leaves, updated in place
+    relu_mlp_step(x.reshape({x.size(0), -1}), y, weights_, biases_, hidden_t_, grad_hidden_t_, logits_t_,
+                  grad_logits_t_, ones_, minus_ones_, grad_weights_, grad_biases_, lr_);
+  }
+
+ private:
+  std::vector<at::Tensor> weights_, biases_, grad_weights_, grad_biases_, hidden_t_, grad_hidden_t_;
+  at::Tensor logits_t_, grad_logits_t_, ones_, minus_ones_;
+  double lr_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  pybind11::class_<Step>(m, "Step")
+      .def(pybind11::init<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>,
+                          std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor,
+                          at::Tensor, at::Tensor, at::Tensor, double>(),
+           pybind11::arg("weights"), pybind11::arg("biases"), pybind11::arg("grad_weights"),
+           pybind11::arg("grad_biases"), pybind11::arg("hidden_t"), pybind11::arg("grad_hidden_t"),
+           pybind11::arg("logits_t"), pybind11::arg("grad_logits_t"), pybind11::arg("ones"),
+           pybind11::arg("minus_ones"), pybind11::arg("lr"))
+      .def("step", &Step::step, pybind11::arg("x"), pybind11::arg("y"));
+}
