@@ -17,8 +17,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, strategies as st
 
 from labcheck import core, native
+from strategies import SEEDS
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 SIZES = (784, 100, 100, 10)  # the Lab-3 MLP
@@ -122,6 +124,29 @@ def test_compiled_step_is_bit_identical_to_the_python_step(device, mode, batch):
     assert len(grads) == len(grads_c) and all(map(torch.equal, grads, grads_c))
     assert all(map(torch.equal, params, params_c))
     assert all(map(torch.equal, losses, losses_c))
+
+
+@given(sizes=st.lists(st.integers(1, 40), min_size=2, max_size=5), batch=st.integers(1, 70),
+       mode=st.sampled_from(MODES), linear_layout=st.booleans(), seed=SEEDS)
+def test_compiled_step_is_bit_identical_for_any_mlp(sizes, batch, mode, linear_layout, seed):
+    """The same property for any depth, width and batch, and for weights laid out as nn.Linear keeps them
+    (transposed views): the C++ chooses each product's orientation as _products does."""
+    gen = torch.Generator().manual_seed(seed)
+    weights = [torch.randn(a, b, generator=gen) / math.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:])]
+    if linear_layout:
+        weights = [w.t().contiguous().t() for w in weights]  # (d_in, d_out) views of (d_out, d_in) storage
+    biases = [0.1 * torch.randn(b, generator=gen) for b in sizes[1:]]
+    x = torch.rand(2, batch, sizes[0], generator=gen)
+    y = torch.randint(0, sizes[-1], (2, batch), generator=gen)
+    runs = []
+    for compiled in (False, True):
+        step, optimizer = _core_step(weights, biases, mode, compiled)
+        for xb, yb in zip(x, y):
+            step.step(xb, yb)
+            if optimizer is not None:
+                optimizer.step()
+        runs.append(step.params + (step.grads or []))
+    assert all(map(torch.equal, *runs))
 
 
 def test_the_step_says_when_the_compiled_operator_is_missing(monkeypatch):
