@@ -82,6 +82,16 @@ def _core_step(weights, biases, mode, compiled):
     return core.ReluMLPStep(ws, bs, lr=LR, momentum=0.9 if mode == "momentum" else 0.0, compiled=compiled), None
 
 
+def _train(step, optimizer, x, y) -> list[torch.Tensor]:
+    """One step per batch of x (STEPS, B, d_0), y (STEPS, B), the optimizer's after each; the batch losses."""
+    losses = []
+    for xb, yb in zip(x, y):
+        losses.append(step.step(xb, yb, with_loss=True))
+        if optimizer is not None:
+            optimizer.step()
+    return losses
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("batch", [128, 37])
@@ -90,11 +100,7 @@ def test_hand_written_step_equals_autograd_to_float_rounding(device, mode, batch
     weights, biases, x, y = _problem(device, batch)
     expected, expected_losses, grads = _autograd_run(weights, biases, x, y, 0.9 if mode == "momentum" else 0.0)
     step, optimizer = _core_step(weights, biases, mode, IMPLEMENTATIONS[implementation])
-    losses = []
-    for xb, yb in zip(x, y):
-        losses.append(step.step(xb, yb, with_loss=True))
-        if optimizer is not None:
-            optimizer.step()
+    losses = _train(step, optimizer, x, y)
     atol = _tolerance([t for pair in zip(weights, biases) for t in pair], grads, batch)
     moved = max((p - q).abs().max().item() for p, q in zip(step.params, [t for pair in zip(weights, biases) for t in pair]))
     assert moved > 100 * atol, f"the steps barely moved the parameters ({moved:.2e}): the check would be vacuous"
@@ -114,11 +120,7 @@ def test_compiled_step_is_bit_identical_to_the_python_step(device, mode, batch):
     runs = []
     for compiled in (False, True):
         step, optimizer = _core_step(weights, biases, mode, compiled)
-        losses = []
-        for xb, yb in zip(x, y):
-            losses.append(step.step(xb, yb, with_loss=True))
-            if optimizer is not None:
-                optimizer.step()
+        losses = _train(step, optimizer, x, y)
         runs.append((step.params, step.grads or [], losses))
     (params, grads, losses), (params_c, grads_c, losses_c) = runs
     assert len(grads) == len(grads_c) and all(map(torch.equal, grads, grads_c))
@@ -141,10 +143,7 @@ def test_compiled_step_is_bit_identical_for_any_mlp(sizes, batch, mode, linear_l
     runs = []
     for compiled in (False, True):
         step, optimizer = _core_step(weights, biases, mode, compiled)
-        for xb, yb in zip(x, y):
-            step.step(xb, yb)
-            if optimizer is not None:
-                optimizer.step()
+        _train(step, optimizer, x, y)
         runs.append(step.params + (step.grads or []))
     assert all(map(torch.equal, *runs))
 

@@ -226,7 +226,7 @@ class ReluMLPStep:
 
     def step(self, x: torch.Tensor, y: torch.Tensor, with_loss: bool = False) -> torch.Tensor | None:
         """Train on one batch x (B, d_0), y (B,) int64; returns the batch's mean loss (0-dim) if asked."""
-        buf = self._buffers.get(len(x)) or self._for_batch(len(x))
+        buf = self._for_batch(len(x))
         if buf.compiled is not None:
             buf.compiled.step(x, y)  # _python_step's calls, from C++ (labcheck.native), no grad mode
         else:

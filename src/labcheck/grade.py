@@ -382,7 +382,7 @@ def grade_one(sub: Submission, opts: Options, zygotes: WorkerZygotes | None = No
             else:
                 pass_fds = ()
                 if zygote is not None:
-                    env[ZYGOTE_ENV] = json.dumps({"fd": zygote.control.fileno(), **zygote.handoff()})
+                    env[ZYGOTE_ENV] = WorkerZygote.announcement(zygote.control.fileno(), zygote.handoff())
                     pass_fds = (zygote.control.fileno(),)
                 proc = subprocess.Popen(grader_command(sub, opts, partial_file), stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, cwd=paths.repo_root(), env=env,

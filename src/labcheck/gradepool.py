@@ -29,7 +29,6 @@ in its on-disk cache (labcheck.probes.expected), keyed by the sha256 of the refe
 """
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import signal
@@ -39,7 +38,7 @@ import threading
 import types
 from pathlib import Path
 
-from labcheck.sandbox import ZYGOTE_ENV
+from labcheck.sandbox import ZYGOTE_ENV, WorkerZygote
 
 # Modules the forkserver imports once (the children inherit them): the heavy, non-plugin libraries.
 # Only imports: nothing here may start a thread or run a torch kernel in the server, or fork would
@@ -98,7 +97,7 @@ def _grader_main(argv: list[str], log_path: str, cwd: str, env: dict[str, str], 
     os.environ.clear()
     os.environ.update(env)
     if zygote_control is not None:
-        os.environ[ZYGOTE_ENV] = json.dumps({"fd": zygote_control.detach(), **zygote_handoff})
+        os.environ[ZYGOTE_ENV] = WorkerZygote.announcement(zygote_control.detach(), zygote_handoff)
     os.chdir(cwd)
     for name in [m for m in sys.modules if m.split(".")[0] in REWRITTEN_PACKAGES]:
         del sys.modules[name]  # this function keeps its globals; pytest imports the plugin afresh

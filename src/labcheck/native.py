@@ -42,13 +42,13 @@ def _build(directory: Path):
     quiet = logging.getLogger("torch.utils.cpp_extension")  # "No CUDA runtime is found": none is needed
     level = quiet.level
     quiet.setLevel(logging.ERROR)
-    from torch.utils import cpp_extension
-
-    directory.mkdir(parents=True, exist_ok=True)
     # ninja comes from pip (pyproject.toml), next to this interpreter, which need not be on PATH.
     env_path = os.environ.get("PATH", "")
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env_path])
     try:
+        from torch.utils import cpp_extension
+
+        directory.mkdir(parents=True, exist_ok=True)
         return cpp_extension.load(name=LIBRARY_NAME, sources=[str(SOURCE)], build_directory=str(directory),
                                   extra_cflags=["-O2"], verbose=False)
     finally:

@@ -415,6 +415,12 @@ class WorkerZygote:
         """What a grader process needs to use this zygote (with the control socket passed to it)."""
         return {"pid": self.pid, "limits": dataclasses.asdict(self.limits)}
 
+    @staticmethod
+    def announcement(control_fd: int, handoff: dict) -> str:
+        """The ZYGOTE_ENV value that from_environment reads: the control socket's fd in the grader process
+        (the socket is passed to it) and the zygote's handoff()."""
+        return json.dumps({"fd": control_fd, **handoff})
+
     def serves(self, limits: Limits) -> bool:
         """Whether a child of this zygote is the worker a Sandbox with `limits` would start."""
         mine = self.limits

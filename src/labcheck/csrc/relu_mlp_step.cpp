@@ -20,10 +20,14 @@ namespace {
 // target = alpha h^T d (fused: target += alpha h^T d), in whichever orientation of target is contiguous:
 // (d_j, d_j+1) = (d_j, B) @ (B, d_j+1), or its transpose (d_j+1, d_j) = (d_j+1, B) @ (B, d_j).
 void weight_product(const at::Tensor& target, const at::Tensor& h_t, const at::Tensor& d_t, double alpha, bool fused) {
-  at::Tensor out = target.is_contiguous() ? target : target.t();
-  at::Tensor a = target.is_contiguous() ? h_t : d_t;
-  at::Tensor b = target.is_contiguous() ? d_t.t() : h_t.t();
-  at::addmm_out(out, out, a, b, /*beta=*/fused ? 1.0 : 0.0, alpha);
+  const double beta = fused ? 1.0 : 0.0;
+  if (target.is_contiguous()) {
+    at::Tensor out = target;
+    at::addmm_out(out, out, h_t, d_t.t(), beta, alpha);
+  } else {
+    at::Tensor out = target.t();
+    at::addmm_out(out, out, d_t, h_t.t(), beta, alpha);
+  }
 }
 
 void relu_mlp_step(const at::Tensor& x, const at::Tensor& y, at::TensorList weights, at::TensorList biases,
