@@ -8,6 +8,7 @@ every other test must keep full marks. All cases are graded once, in parallel, b
 """
 import ast
 import csv
+import ctypes
 import hashlib
 import json
 import os
@@ -47,6 +48,7 @@ def expected_of(path: Path, level: str | None = None) -> dict:
 
 
 REFERENCE_COPIES = [Path("/tmp/labcheck-hostile-reference-copy"), Path("/var/tmp/labcheck-hostile-reference-copy")]
+PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
 CANARY = "LABCHECK_HOSTILE_CANARY"  # in the grader's environment while the hostile cases run
 
 
@@ -91,17 +93,34 @@ def forged_files() -> list[str]:
     return found
 
 
+@pytest.fixture(scope="module", autouse=True)
+def adopt_orphans():
+    """This test process is a child subreaper while the module runs: a worker its grader left behind is
+    re-parented to it, not to init, so hostile_workers finds it among this process's descendants."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    yield
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
 def hostile_workers(holding: Path = HOSTILE) -> list[int]:
-    """Worker processes (anyone's) still holding one of the hostile submissions (under `holding`). A test
-    that graded one file names it: other test files grade hostile files at the same time (pytest-xdist)."""
+    """Worker processes started from this test process (its descendants, orphans included: adopt_orphans)
+    still holding one of the hostile submissions under `holding`. Only its own: other test files grade the
+    same hostile files at the same time from other processes (pytest-xdist), and once theirs were counted."""
+    children, _ = sandbox._process_table()
+    descendants, todo = [], [os.getpid()]
+    while todo:
+        todo.extend(kids := children.get(todo.pop(), []))
+        descendants.extend(kids)
     pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in descendants:
         try:
             env = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             continue
         if b"LABCHECK_SANDBOX_POLICY" in env and str(holding).encode() in env:
-            pids.append(int(pid))
+            pids.append(pid)
     return pids
 
 
