@@ -21,6 +21,9 @@ MINIBATCH_CASES = [name for name, c in bench.CASES.items() if c.dataset is not N
 PER_SAMPLE_UPDATES = {"rtol": 1e-4, "atol": 1e-7}
 # A (m, d*d) @ (d*d,) product in torch against the seed's per-measurement numpy sums.
 SENSING_UPDATES = {"rtol": 1e-4, "atol": 1e-6}
+# Read at collection, before pytester points HOME at its temporary directory: an inner pytest run with
+# an empty cache would rebuild the compiled step (~30 s) and decode the data set again.
+USER_CACHE = paths.cache_root()
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +202,7 @@ def test_benchmark_module_runs_under_pytest_benchmark(pytester, monkeypatch):
     # pytest-benchmark would then disable every benchmark: the inner run is a plain, serial session.
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(USER_CACHE.parent))
     source = paths.tests_dir() / "benchmarks" / "test_bench_training.py"
     shutil.copy(source, pytester.path / source.name)
     out = Path(pytester.path) / "bench.json"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from labcheck import data
+from labcheck import data, paths
 
 
 def write_tiny_idx_set(directory, n_train=20, n_test=10, gz=True, seed=0):
@@ -30,6 +30,7 @@ def isolated(monkeypatch, tmp_path):
     monkeypatch.delenv("LABCHECK_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     return tmp_path
 
 
@@ -57,6 +58,12 @@ def test_read_idx_rejects_a_non_idx_file(tmp_path):
     path.write_bytes(b"hello world, not an idx file")
     with pytest.raises(ValueError, match="not an unsigned-byte IDX"):
         data.read_idx(path)
+
+
+def test_the_cache_root_is_xdg_cache_home_else_home_dot_cache(isolated, monkeypatch):
+    assert paths.cache_root() == isolated / "home" / ".cache" / "labcheck"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(isolated / "xdg"))
+    assert paths.cache_root() == isolated / "xdg" / "labcheck"
 
 
 @pytest.mark.parametrize("layout", ["flat", "torchvision"])

@@ -47,5 +47,6 @@ def examples_dir() -> Path:
 
 
 def cache_root() -> Path:
-    """~/.cache/labcheck: the per-user caches (expected answers, decoded data) and torchvision downloads."""
-    return Path.home() / ".cache" / "labcheck"
+    """$XDG_CACHE_HOME/labcheck, else ~/.cache/labcheck: the per-user caches (expected answers, decoded
+    data, the compiled step) and torchvision downloads."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "labcheck"
