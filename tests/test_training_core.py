@@ -67,7 +67,7 @@ def _tolerance(params, grads, batch):
     return STEPS * 8 * EPS32 * scale
 
 
-MODES = ["fused-sgd", "momentum", "torch-optim"]
+MODES = ["fused-sgd", "momentum", "torch-optim", "sgd-in-backward"]
 # The step as written in Python, and labcheck.native's compiled operator (the same calls from C++): g++
 # and ninja come with `scripts/run test`, so "compiled" fails here rather than skip when it cannot be built.
 IMPLEMENTATIONS = {"python": False, "compiled": True}
@@ -79,13 +79,20 @@ def _core_step(weights, biases, mode, compiled):
     if mode == "torch-optim":
         step = core.ReluMLPStep(ws, bs, lr=None, compiled=compiled)
         return step, torch.optim.SGD(step.params, lr=LR)
+    if mode == "sgd-in-backward":  # compiled: the SGD kernel on each layer inside the backward
+        step = core.ReluMLPStep(ws, bs, lr=None, compiled=compiled)
+        return step, core.FusedOptimizerStep(torch.optim.SGD(step.params, lr=LR, fused=True))
     return core.ReluMLPStep(ws, bs, lr=LR, momentum=0.9 if mode == "momentum" else 0.0, compiled=compiled), None
 
 
 def _train(step, optimizer, x, y) -> list[torch.Tensor]:
-    """One step per batch of x (STEPS, B, d_0), y (STEPS, B), the optimizer's after each; the batch losses."""
+    """One step per batch of x (STEPS, B, d_0), y (STEPS, B), the optimizer's after each (a FusedOptimizerStep
+    goes into the step); the batch losses."""
     losses = []
     for xb, yb in zip(x, y):
+        if isinstance(optimizer, core.FusedOptimizerStep):
+            losses.append(step.step(xb, yb, with_loss=True, optimizer=optimizer))
+            continue
         losses.append(step.step(xb, yb, with_loss=True))
         if optimizer is not None:
             optimizer.step()
@@ -270,3 +277,84 @@ def test_fused_optimizer_step_falls_back_when_the_gradients_are_new_tensors():
     assert all(torch.equal(p, q) for a, b in zip(reference, direct) for p, q in zip(a.parameters(), b.parameters()))
     with pytest.raises(ValueError, match="fused=True"):
         core.FusedOptimizerStep(torch.optim.Adam(direct[0].parameters()))
+
+
+SGD_IN_BACKWARD = {
+    "sgd": dict(lr=0.05),
+    "momentum-dampening": dict(lr=0.05, momentum=0.9, dampening=0.1),
+    "nesterov-decay": dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "maximize": dict(lr=0.05, maximize=True),
+}
+
+
+def _step_and_sgd(layout: str, compiled: bool, **sgd):
+    """A ReluMLPStep (lr=None) in the contract's or nn.Linear's weight layout, and a fused SGD over it."""
+    if layout == "nn-linear":
+        linears = _linears(0)
+        step = core.ReluMLPStep.from_linears(linears, lr=None, compiled=compiled)
+        params = [p for lin in linears for p in lin.parameters()]
+    else:
+        weights, biases, _, _ = _problem("cpu")
+        step = core.ReluMLPStep([w.clone() for w in weights], [b.clone() for b in biases], lr=None, compiled=compiled)
+        params = step.params
+    return step, torch.optim.SGD(params, fused=True, **sgd), params
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("layout", ["contract-weights", "nn-linear"])
+@pytest.mark.parametrize("name", SGD_IN_BACKWARD)
+def test_sgd_inside_the_backward_is_bit_identical_to_step_then_optimizer_step(name, layout, implementation,
+                                                                               monkeypatch):
+    """step(x, y, optimizer=FusedOptimizerStep(SGD)) runs the SGD kernel on each layer as soon as its gradients
+    are written (compiled), or after the step (Python): parameters, gradients and momentum buffers equal
+    step() then optimizer.step() bit for bit, under a learning-rate schedule. Compiled, every step after
+    the first (which creates the optimizer's state) takes the in-backward path."""
+    compiled = IMPLEMENTATIONS[implementation]
+    _, _, x, y = _problem("cpu", batch=32)
+    ref_step, ref_optimizer, ref_params = _step_and_sgd(layout, compiled, **SGD_IN_BACKWARD[name])
+    step, optimizer, params = _step_and_sgd(layout, compiled, **SGD_IN_BACKWARD[name])
+    fused = core.FusedOptimizerStep(optimizer)
+    split = []
+    split_of_torch = fused.sgd_in_backward
+    monkeypatch.setattr(fused, "sgd_in_backward", lambda layers: split.append(split_of_torch(layers)) or split[-1])
+    for k in range(3 * STEPS):
+        ref_step.step(x[k % STEPS], y[k % STEPS])
+        ref_optimizer.step()
+        step.step(x[k % STEPS], y[k % STEPS], optimizer=fused)
+        if k % 2:  # a schedule, read at every call (and the unchanged steps reuse the split)
+            for opt in (ref_optimizer, optimizer):
+                opt.param_groups[0]["lr"] *= 0.9
+    if compiled:
+        assert split[0] is None and len(split) == 3 * STEPS and all(s is not None for s in split[1:])
+    else:
+        assert not split, "the Python step has no backward to run the update in"
+    for p, q in zip(ref_params, params):
+        assert torch.equal(p, q) and torch.equal(p.grad, q.grad)
+        assert ref_optimizer.state[p].keys() == optimizer.state[q].keys()
+        for key, value in ref_optimizer.state[p].items():
+            assert torch.equal(value, optimizer.state[q][key]), key
+
+
+def test_an_optimizer_the_backward_cannot_split_runs_after_the_step():
+    """Adam, and an SGD that also holds a parameter the step does not train, are not split by layer:
+    step(optimizer=...) is then step() followed by the optimizer, with optimizer.step()'s results."""
+    _, _, x, y = _problem("cpu", batch=16)
+    ref_step, _, ref_params = _step_and_sgd("nn-linear", True)
+    step, _, params = _step_and_sgd("nn-linear", True)
+    ref_adam, adam = OPTIMIZERS["adam"](ref_params), core.FusedOptimizerStep(OPTIMIZERS["adam"](params))
+    extra = torch.zeros(3, requires_grad=True)
+    extra.grad = torch.ones(3)
+    weights, biases, _, _ = _problem("cpu")
+    plain = core.ReluMLPStep([w.clone() for w in weights], [b.clone() for b in biases], lr=None, compiled=True)
+    with_extra = core.FusedOptimizerStep(torch.optim.SGD(plain.params + [extra], lr=0.5, fused=True))
+    for k in range(STEPS):
+        ref_step.step(x[k], y[k])
+        ref_adam.step()
+        step.step(x[k], y[k], optimizer=adam)
+        plain.step(x[k], y[k], optimizer=with_extra)
+        assert adam.sgd_in_backward(step._layers) is None and with_extra.sgd_in_backward(plain._layers) is None
+    assert all(torch.equal(p, q) for p, q in zip(ref_params, params))
+    assert torch.equal(extra, torch.full((3,), -0.5 * STEPS)), "the parameter outside the step was not updated"
+    with pytest.raises(ValueError, match="lr=None"):
+        core.ReluMLPStep([w.clone() for w in weights], [b.clone() for b in biases], lr=LR).step(
+            x[0], y[0], optimizer=with_extra)

@@ -5,7 +5,7 @@ One *case* is one exercise model at the seed's batch size, built from the contra
 reference/<id>.py (a minimal copy here stands in when a reference is missing, and says so):
 
     sgd-custom         initialize_nn + my_nn (784-100-100-10) + the custom sgd_step, batch 128
-    sgd-torch          the same model with torch.optim.SGD, batch 128
+    sgd-torch          the same model with torch.optim.SGD, batch 128 (its fused kernel, layer by layer in the backward)
     batchnorm          MLP() (784-512-512(BN)-10), SGD momentum 0.9, batch 64
     hyperparams        build_net(128) (784-128-64-10), Adam, batch 32
     gradnorms          MNISTClassifierMLP(784, [128]*3, 10), SGD, nll_loss, batch 128
@@ -464,14 +464,14 @@ def _build_minibatch(spec: Case, device, split: data.Split, seed: int, shuffle, 
                 ref.sgd_step(list(seed_params.values()), lr)
                 return loss
         else:
-            # core: the hand-written backward into .grad, then fused SGD (core.FusedOptimizerStep); seed: autograd + SGD
+            # core: the hand-written backward into .grad and torch.optim.SGD's fused kernel on the optimizer's
+            # state (core.FusedOptimizerStep), run layer by layer inside the compiled backward; seed: autograd + SGD
             fast = core.ReluMLPStep(weights, biases, lr=None)
             optimizer_step = core.FusedOptimizerStep(torch.optim.SGD(fast.params, lr=lr, fused=True))
             seed_optimizer = torch.optim.SGD(seed_params.values(), lr=lr)
 
             def step(xb, yb):
-                fast.step(xb, yb)
-                optimizer_step()
+                fast.step(xb, yb, optimizer=optimizer_step)
 
             def seed_step(xb, yb):
                 seed_optimizer.zero_grad()
@@ -517,8 +517,7 @@ def _build_minibatch(spec: Case, device, split: data.Split, seed: int, shuffle, 
             optimizer_step = core.FusedOptimizerStep(optimizer)  # the same kernel, without torch.optim's Python
 
             def step(xb, yb):
-                fast.step(xb, yb)
-                optimizer_step()
+                fast.step(xb, yb, optimizer=optimizer_step)
         else:
             def step(xb, yb):
                 optimizer.zero_grad()

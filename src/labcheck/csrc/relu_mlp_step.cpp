@@ -30,10 +30,26 @@ void weight_product(const at::Tensor& target, const at::Tensor& h_t, const at::T
   }
 }
 
+// torch.optim.SGD(fused=True)'s kernel on one layer's parameters, right after their gradients are written
+// (while they are still in cache) instead of after the whole backward: the update of each element
+// depends on that element alone, so the result is optimizer.step()'s, bit for bit. The tensors are
+// the optimizer's own (its parameters, their .grad, its momentum buffers), grouped by layer.
+struct SgdInBackward {
+  std::vector<std::vector<at::Tensor>> params, grads, momentum_buffers;  // [layer][the optimizer's tensors]
+  double weight_decay, momentum, lr, dampening;
+  bool nesterov, maximize;
+
+  void update(int64_t layer) const {
+    at::_fused_sgd_(params[layer], grads[layer], momentum_buffers[layer], weight_decay, momentum, lr, dampening,
+                    nesterov, maximize, /*is_first_step=*/false);
+  }
+};
+
 void relu_mlp_step(const at::Tensor& x, const at::Tensor& y, at::TensorList weights, at::TensorList biases,
                    at::TensorList hidden_t, at::TensorList grad_hidden_t, const at::Tensor& logits_t,
                    const at::Tensor& grad_logits_t, const at::Tensor& ones, const at::Tensor& minus_ones,
-                   at::TensorList grad_weights, at::TensorList grad_biases, double lr) {
+                   at::TensorList grad_weights, at::TensorList grad_biases, double lr,
+                   const SgdInBackward* sgd = nullptr) {
   const bool fused = grad_weights.empty();  // no gradient buffers: W -= lr/B h^T d directly
   const int64_t last = static_cast<int64_t>(weights.size()) - 1;
   // The batch mean's 1/B rides on the products' alpha (exact for a power-of-two B).
@@ -65,6 +81,7 @@ void relu_mlp_step(const at::Tensor& x, const at::Tensor& y, at::TensorList weig
       weight_product(grad_weights[j], inputs_t, d_t, scale, false);  // dW = h^T d / B
       at::Tensor grad_bias = grad_biases[j];
       at::addmv_out(grad_bias, grad_bias, d_t, ones, 0.0, scale);  // db = sum_i d_i / B
+      if (sgd != nullptr) sgd->update(j);  // W_j's last use was the dh^T product above
     }
     if (j > 0) d_t = grad_h_t;
   }
@@ -88,6 +105,16 @@ class Step {
                   grad_logits_t_, ones_, minus_ones_, grad_weights_, grad_biases_, lr_);
   }
 
+  // step() with gradient buffers, then each layer's SGD update as soon as its gradients are written.
+  void step_sgd(const at::Tensor& x, const at::Tensor& y, const SgdInBackward& sgd) const {
+    TORCH_CHECK(!grad_weights_.empty(), "step_sgd needs the gradient buffers (ReluMLPStep lr=None)");
+    TORCH_CHECK(sgd.params.size() == weights_.size() && sgd.grads.size() == weights_.size() &&
+                    sgd.momentum_buffers.size() == weights_.size(), "step_sgd: one tensor group per layer");
+    at::NoGradGuard no_grad;
+    relu_mlp_step(x.reshape({x.size(0), -1}), y, weights_, biases_, hidden_t_, grad_hidden_t_, logits_t_,
+                  grad_logits_t_, ones_, minus_ones_, grad_weights_, grad_biases_, lr_, &sgd);
+  }
+
  private:
   std::vector<at::Tensor> weights_, biases_, grad_weights_, grad_biases_, hidden_t_, grad_hidden_t_;
   at::Tensor logits_t_, grad_logits_t_, ones_, minus_ones_;
@@ -97,6 +124,16 @@ class Step {
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  pybind11::class_<SgdInBackward>(m, "SgdInBackward")
+      .def(pybind11::init([](std::vector<std::vector<at::Tensor>> params, std::vector<std::vector<at::Tensor>> grads,
+                             std::vector<std::vector<at::Tensor>> momentum_buffers, double weight_decay,
+                             double momentum, double lr, double dampening, bool nesterov, bool maximize) {
+             return SgdInBackward{std::move(params), std::move(grads), std::move(momentum_buffers), weight_decay,
+                                  momentum, lr, dampening, nesterov, maximize};
+           }),
+           pybind11::arg("params"), pybind11::arg("grads"), pybind11::arg("momentum_buffers"),
+           pybind11::arg("weight_decay"), pybind11::arg("momentum"), pybind11::arg("lr"), pybind11::arg("dampening"),
+           pybind11::arg("nesterov"), pybind11::arg("maximize"));
   pybind11::class_<Step>(m, "Step")
       .def(pybind11::init<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>,
                           std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor,
@@ -105,5 +142,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
            pybind11::arg("grad_biases"), pybind11::arg("hidden_t"), pybind11::arg("grad_hidden_t"),
            pybind11::arg("logits_t"), pybind11::arg("grad_logits_t"), pybind11::arg("ones"),
            pybind11::arg("minus_ones"), pybind11::arg("lr"))
-      .def("step", &Step::step, pybind11::arg("x"), pybind11::arg("y"));
+      .def("step", &Step::step, pybind11::arg("x"), pybind11::arg("y"))
+      .def("step_sgd", &Step::step_sgd, pybind11::arg("x"), pybind11::arg("y"), pybind11::arg("sgd"));
 }
