@@ -254,27 +254,65 @@ def test_fused_optimizer_step_is_bit_identical_to_optimizer_step(name, monkeypat
                 assert torch.equal(value, optimizer.state[q][key]), key
 
 
-def test_fused_optimizer_step_falls_back_when_the_gradients_are_new_tensors():
-    """Autograd with zero_grad(set_to_none=True) makes new .grad tensors each step: the cached lists would be
-    stale, so each call goes through optimizer.step() and the result is still optimizer.step()'s."""
+def _forward(linears, xb):
+    h = xb
+    for lin in linears[:-1]:
+        h = torch.relu(lin(h))
+    return linears[-1](h)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd-momentum"])
+def test_fused_optimizer_step_follows_new_gradient_tensors(name, monkeypatch):
+    """Autograd after zero_grad(set_to_none=True) makes new .grad tensors each step: the call re-reads them and
+    runs the same kernel (optimizer.step() only for the first step), with optimizer.step()'s results."""
     reference, direct = _linears(1), _linears(1)
     _, _, x, y = _problem("cpu", batch=16)
-    via_torch = OPTIMIZERS["adam"]([p for lin in reference for p in lin.parameters()])
-    fused = core.FusedOptimizerStep(OPTIMIZERS["adam"]([p for lin in direct for p in lin.parameters()]))
-
-    def forward(linears, xb):
-        h = xb
-        for lin in linears[:-1]:
-            h = torch.relu(lin(h))
-        return linears[-1](h)
-
-    for k in range(STEPS):
+    via_torch = OPTIMIZERS[name]([p for lin in reference for p in lin.parameters()])
+    optimizer = OPTIMIZERS[name]([p for lin in direct for p in lin.parameters()])
+    calls = []
+    step_of_torch = optimizer.step
+    monkeypatch.setattr(optimizer, "step", lambda: calls.append(1) or step_of_torch())
+    fused = core.FusedOptimizerStep(optimizer)
+    for k in range(2 * STEPS):
         for linears, apply in ((reference, via_torch.step), (direct, fused)):
             for lin in linears:
                 lin.zero_grad(set_to_none=True)
-            F.cross_entropy(forward(linears, x[k]), y[k]).backward()
+            F.cross_entropy(_forward(linears, x[k % STEPS]), y[k % STEPS]).backward()
             apply()
+    assert len(calls) == 1, "new gradient tensors are re-read, not a reason for optimizer.step()"
     assert all(torch.equal(p, q) for a, b in zip(reference, direct) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_fused_optimizer_step_leaves_a_parameter_without_gradient_to_optimizer_step():
+    """A parameter with no gradient this step (an unused layer) is skipped by optimizer.step(), and may have no
+    optimizer state yet: the call is optimizer.step() then, and the direct kernel again once every
+    parameter has a gradient; the results are optimizer.step()'s throughout."""
+    reference, direct = _linears(2), _linears(2)
+    _, _, x, y = _problem("cpu", batch=16)
+    via_torch = OPTIMIZERS["adam"]([p for lin in reference for p in lin.parameters()])
+    optimizer = OPTIMIZERS["adam"]([p for lin in direct for p in lin.parameters()])
+    fused = core.FusedOptimizerStep(optimizer)
+    for k in range(2 * STEPS):
+        for linears, apply in ((reference, via_torch.step), (direct, fused)):
+            for lin in linears:
+                lin.zero_grad(set_to_none=True)
+            h = x[k % STEPS]
+            if k < 2:  # the middle layer unused (its parameters get no gradient) for the first two steps
+                h = linears[2](torch.relu(linears[0](h))[:, : SIZES[2]])
+            else:
+                h = _forward(linears, h)
+            F.cross_entropy(h, y[k % STEPS]).backward()
+            apply()
+        assert (fused._tensors is None) == (k < 2)
+    for a, b in zip(reference, direct):
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)
+            for key, value in via_torch.state[p].items():
+                assert torch.equal(value, optimizer.state[q][key]), key
+
+
+def test_fused_optimizer_step_needs_a_fused_optimizer():
+    direct = _linears(1)
     with pytest.raises(ValueError, match="fused=True"):
         core.FusedOptimizerStep(torch.optim.Adam(direct[0].parameters()))
 

@@ -510,19 +510,19 @@ def _build_minibatch(spec: Case, device, split: data.Split, seed: int, shuffle, 
         layers = linear_layers(model)
         linears = core.relu_mlp_linears(model) if loss_fn is F.cross_entropy else None
         # core: a plain Linear/ReLU stack gets the hand-written backward, any other model autograd;
-        # both with torch's fused optimizer kernel (one kernel for all parameters, same update rule)
-        optimizer = make_optimizer(model.parameters(), fused=True)
+        # both with torch's fused optimizer kernel (one kernel for all parameters, same update rule),
+        # called without torch.optim's Python (core.FusedOptimizerStep)
+        optimizer_step = core.FusedOptimizerStep(make_optimizer(model.parameters(), fused=True))
         if linears is not None:
             fast = core.ReluMLPStep.from_linears(linears, lr=None)
-            optimizer_step = core.FusedOptimizerStep(optimizer)  # the same kernel, without torch.optim's Python
 
             def step(xb, yb):
                 fast.step(xb, yb, optimizer=optimizer_step)
         else:
             def step(xb, yb):
-                optimizer.zero_grad()
+                optimizer_step.optimizer.zero_grad()
                 loss_fn(model(xb), yb).backward()
-                optimizer.step()
+                optimizer_step()
 
         def seed_step(xb, yb):
             seed_optimizer.zero_grad()
