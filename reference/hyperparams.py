@@ -240,27 +240,33 @@ class LayerStats:
 
     def __init__(self, net: nn.Module):
         self.phase = "train"
-        self.sums: dict[str, torch.Tensor] = {}  # key -> float64 [sum, sum |.|, sum of squares, count]
+        # key -> [float64 (3,) sum, sum |.|, sum of squares; count]
+        self.sums: dict[str, list] = {}
         self.handles = []
         modules = list(net) if isinstance(net, nn.Sequential) else []
         for idx, module in enumerate(modules):
             self.handles.append(module.register_forward_hook(self._hook(idx, type(module).__name__)))
 
     def _hook(self, idx: int, name: str):
+        keys = {}  # phase -> key, made once: the hook runs for every module on every batch
+
         def hook(module, inputs, output):
             o = output.detach()
-            key = f"{self.phase} {idx}: {name} output"
+            key = keys.get(self.phase) or keys.setdefault(self.phase, f"{self.phase} {idx}: {name} output")
             moments = torch.stack([o.sum(), o.abs().sum(), (o * o).sum()]).double()  # (3,)
-            acc = self.sums.setdefault(key, torch.zeros(4, dtype=torch.float64, device=o.device))
-            acc[:3] += moments
-            acc[3] += o.numel()
+            acc = self.sums.get(key)
+            if acc is None:
+                acc = self.sums[key] = [torch.zeros(3, dtype=torch.float64, device=o.device), 0]
+            acc[0] += moments
+            acc[1] += o.numel()
         return hook
 
     def pop(self, phase: str) -> dict[str, float]:
         """The epoch's statistics for `phase`, clearing them."""
         out = {}
         for key in [k for k in self.sums if k.startswith(phase + " ")]:
-            total, total_abs, total_sq, n = self.sums.pop(key).tolist()
+            moments, n = self.sums.pop(key)
+            total, total_abs, total_sq = moments.tolist()
             mean = total / n
             var = max(total_sq - n * mean * mean, 0.0) / max(n - 1, 1)
             out[f"{key} mean"], out[f"{key} abs mean"], out[f"{key} std"] = mean, total_abs / n, math.sqrt(var)
