@@ -225,19 +225,38 @@ def _linears(seed: int) -> list[torch.nn.Linear]:
     return [torch.nn.Linear(a, b) for a, b in zip(SIZES[:-1], SIZES[1:])]
 
 
+def _parameters(linears) -> list[torch.Tensor]:
+    return [p for lin in linears for p in lin.parameters()]
+
+
+def _twin_optimizers(name: str, seed: int, monkeypatch):
+    """Two copies of one nn.Linear stack, each with OPTIMIZERS[name]: (reference, direct, via_torch, optimizer,
+    fused, calls), where `fused` is a FusedOptimizerStep of `optimizer` and `calls` counts its optimizer.step()."""
+    reference, direct = _linears(seed), _linears(seed)
+    via_torch, optimizer = OPTIMIZERS[name](_parameters(reference)), OPTIMIZERS[name](_parameters(direct))
+    calls = []
+    step_of_torch = optimizer.step
+    monkeypatch.setattr(optimizer, "step", lambda: calls.append(1) or step_of_torch())
+    return reference, direct, via_torch, optimizer, core.FusedOptimizerStep(optimizer), calls
+
+
+def _assert_trained_alike(ref_params, params, via_torch, optimizer, grads=False) -> None:
+    """The parameters (and their gradients), and every optimizer state tensor, equal bit for bit."""
+    for p, q in zip(ref_params, params, strict=True):
+        assert torch.equal(p, q)
+        assert not grads or torch.equal(p.grad, q.grad)
+        assert via_torch.state[p].keys() == optimizer.state[q].keys()
+        for key, value in via_torch.state[p].items():
+            assert torch.equal(value, optimizer.state[q][key]), key
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_fused_optimizer_step_is_bit_identical_to_optimizer_step(name, monkeypatch):
     """core.FusedOptimizerStep calls torch's fused kernel on the optimizer's own state: the parameters and
     the optimizer state equal optimizer.step()'s bit for bit, and after the first step torch.optim's
     Python path is not taken (that is the time it saves)."""
-    reference, direct = _linears(0), _linears(0)
+    reference, direct, via_torch, optimizer, fused, calls = _twin_optimizers(name, 0, monkeypatch)
     _, _, x, y = _problem("cpu", batch=32)
-    via_torch = OPTIMIZERS[name]([p for lin in reference for p in lin.parameters()])
-    optimizer = OPTIMIZERS[name]([p for lin in direct for p in lin.parameters()])
-    calls = []
-    step_of_torch = optimizer.step
-    monkeypatch.setattr(optimizer, "step", lambda: calls.append(1) or step_of_torch())
-    fused = core.FusedOptimizerStep(optimizer)
     steps = (core.ReluMLPStep.from_linears(reference, lr=None), core.ReluMLPStep.from_linears(direct, lr=None))
     for k in range(3 * STEPS):
         for core_step in steps:
@@ -247,11 +266,7 @@ def test_fused_optimizer_step_is_bit_identical_to_optimizer_step(name, monkeypat
         optimizer.param_groups[0]["lr"] *= 0.9  # a schedule: read at every call
         via_torch.param_groups[0]["lr"] *= 0.9
     assert len(calls) == 1, "only the first step (which creates the state) may go through optimizer.step()"
-    for a, b in zip(reference, direct):
-        for p, q in zip(a.parameters(), b.parameters()):
-            assert torch.equal(p, q)
-            for key, value in via_torch.state[p].items():
-                assert torch.equal(value, optimizer.state[q][key]), key
+    _assert_trained_alike(_parameters(reference), _parameters(direct), via_torch, optimizer)
 
 
 def _forward(linears, xb):
@@ -265,14 +280,8 @@ def _forward(linears, xb):
 def test_fused_optimizer_step_follows_new_gradient_tensors(name, monkeypatch):
     """Autograd after zero_grad(set_to_none=True) makes new .grad tensors each step: the call re-reads them and
     runs the same kernel (optimizer.step() only for the first step), with optimizer.step()'s results."""
-    reference, direct = _linears(1), _linears(1)
+    reference, direct, via_torch, optimizer, fused, calls = _twin_optimizers(name, 1, monkeypatch)
     _, _, x, y = _problem("cpu", batch=16)
-    via_torch = OPTIMIZERS[name]([p for lin in reference for p in lin.parameters()])
-    optimizer = OPTIMIZERS[name]([p for lin in direct for p in lin.parameters()])
-    calls = []
-    step_of_torch = optimizer.step
-    monkeypatch.setattr(optimizer, "step", lambda: calls.append(1) or step_of_torch())
-    fused = core.FusedOptimizerStep(optimizer)
     for k in range(2 * STEPS):
         for linears, apply in ((reference, via_torch.step), (direct, fused)):
             for lin in linears:
@@ -280,18 +289,15 @@ def test_fused_optimizer_step_follows_new_gradient_tensors(name, monkeypatch):
             F.cross_entropy(_forward(linears, x[k % STEPS]), y[k % STEPS]).backward()
             apply()
     assert len(calls) == 1, "new gradient tensors are re-read, not a reason for optimizer.step()"
-    assert all(torch.equal(p, q) for a, b in zip(reference, direct) for p, q in zip(a.parameters(), b.parameters()))
+    _assert_trained_alike(_parameters(reference), _parameters(direct), via_torch, optimizer)
 
 
-def test_fused_optimizer_step_leaves_a_parameter_without_gradient_to_optimizer_step():
+def test_fused_optimizer_step_leaves_a_parameter_without_gradient_to_optimizer_step(monkeypatch):
     """A parameter with no gradient this step (an unused layer) is skipped by optimizer.step(), and may have no
     optimizer state yet: the call is optimizer.step() then, and the direct kernel again once every
     parameter has a gradient; the results are optimizer.step()'s throughout."""
-    reference, direct = _linears(2), _linears(2)
+    reference, direct, via_torch, optimizer, fused, _ = _twin_optimizers("adam", 2, monkeypatch)
     _, _, x, y = _problem("cpu", batch=16)
-    via_torch = OPTIMIZERS["adam"]([p for lin in reference for p in lin.parameters()])
-    optimizer = OPTIMIZERS["adam"]([p for lin in direct for p in lin.parameters()])
-    fused = core.FusedOptimizerStep(optimizer)
     for k in range(2 * STEPS):
         for linears, apply in ((reference, via_torch.step), (direct, fused)):
             for lin in linears:
@@ -304,11 +310,7 @@ def test_fused_optimizer_step_leaves_a_parameter_without_gradient_to_optimizer_s
             F.cross_entropy(h, y[k % STEPS]).backward()
             apply()
         assert (fused._tensors is None) == (k < 2)
-    for a, b in zip(reference, direct):
-        for p, q in zip(a.parameters(), b.parameters()):
-            assert torch.equal(p, q)
-            for key, value in via_torch.state[p].items():
-                assert torch.equal(value, optimizer.state[q][key]), key
+    _assert_trained_alike(_parameters(reference), _parameters(direct), via_torch, optimizer)
 
 
 def test_fused_optimizer_step_needs_a_fused_optimizer():
@@ -330,7 +332,7 @@ def _step_and_sgd(layout: str, compiled: bool, **sgd):
     if layout == "nn-linear":
         linears = _linears(0)
         step = core.ReluMLPStep.from_linears(linears, lr=None, compiled=compiled)
-        params = [p for lin in linears for p in lin.parameters()]
+        params = _parameters(linears)
     else:
         weights, biases, _, _ = _problem("cpu")
         step = core.ReluMLPStep([w.clone() for w in weights], [b.clone() for b in biases], lr=None, compiled=compiled)
@@ -366,11 +368,7 @@ def test_sgd_inside_the_backward_is_bit_identical_to_step_then_optimizer_step(na
         assert split[0] is None and len(split) == 3 * STEPS and all(s is not None for s in split[1:])
     else:
         assert not split, "the Python step has no backward to run the update in"
-    for p, q in zip(ref_params, params):
-        assert torch.equal(p, q) and torch.equal(p.grad, q.grad)
-        assert ref_optimizer.state[p].keys() == optimizer.state[q].keys()
-        for key, value in ref_optimizer.state[p].items():
-            assert torch.equal(value, optimizer.state[q][key]), key
+    _assert_trained_alike(ref_params, params, ref_optimizer, optimizer, grads=True)
 
 
 def test_an_optimizer_the_backward_cannot_split_runs_after_the_step():

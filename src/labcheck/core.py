@@ -312,8 +312,9 @@ class FusedOptimizerStep:
     bit-identical (tests/test_training_core.py). Hyperparameters are read from the param group at each call,
     so learning-rate schedules still apply. Gradient tensors replaced since the last call (autograd after
     zero_grad(set_to_none=True) makes new ones each step) are re-read, ~1 us: with optimizer.step() instead,
-    the autograd cores of batchnorm and gradnorms took 20-50 us more per step (A/B in one process). Where the assumptions do not hold (several param groups, a
-    tensor learning rate, a grad scaler, a parameter without a gradient) it calls optimizer.step().
+    the autograd cores of batchnorm and gradnorms took 20-50 us more per step (A/B in one process). Where
+    the assumptions do not hold (several param groups, a tensor learning rate, a grad scaler, a parameter
+    without a gradient) it calls optimizer.step().
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer):
@@ -344,26 +345,21 @@ class FusedOptimizerStep:
 
         layers: per layer (W, b, dW, db) as the step holds them (W may be a transposed view of the
         optimizer's parameter, as from_linears makes). None where the kernel cannot be called directly
-        (not SGD, before the first optimizer.step(), gradients replaced), where a parameter of the
-        optimizer is not one of the layers' or a gradient is not the step's buffer, or without the
+        (not SGD, before the first optimizer.step(), a parameter without a gradient), where a parameter of
+        the optimizer is not one of the layers' or a gradient is not the step's buffer, or without the
         compiled extension. Hyperparameters are read at each call, as __call__ reads them.
         """
         tensors = self._ready()
         if tensors is None or not isinstance(self.optimizer, torch.optim.SGD) or native.module() is None:
             return None
-        group = self.optimizer.param_groups[0]
-        hyper = (group["weight_decay"], group["momentum"], group["lr"], group["dampening"], group["nesterov"],
-                 group["maximize"])
+        hyper = self._sgd_hyperparameters()
         cached = self._sgd_in_backward
         if cached is not None and cached[0] is layers and cached[1] is tensors and cached[2] == hyper:
             return cached[3]
         params, grads, buffers = tensors
         where = {p.data_ptr(): i for i, p in enumerate(params)}  # a transposed view shares its base's
         groups = []
-        for layer in layers:
-            if len(layer) != 4:
-                return None
-            w, b, dw, db = layer
+        for w, b, dw, db in layers:
             index = [where.get(w.data_ptr()), where.get(b.data_ptr())]
             if None in index or [grads[i].data_ptr() for i in index] != [dw.data_ptr(), db.data_ptr()]:
                 return None
@@ -372,11 +368,14 @@ class FusedOptimizerStep:
             return None  # a parameter twice, or one the step does not update
         sgd = native.module().SgdInBackward(
             params=[[params[i] for i in g] for g in groups], grads=[[grads[i] for i in g] for g in groups],
-            momentum_buffers=[[buffers[i] for i in g] if buffers else [] for g in groups],
-            weight_decay=hyper[0], momentum=hyper[1], lr=hyper[2], dampening=hyper[3], nesterov=hyper[4],
-            maximize=hyper[5])
+            momentum_buffers=[[buffers[i] for i in g] if buffers else [] for g in groups], **hyper)
         self._sgd_in_backward = (layers, tensors, hyper, sgd)
         return sgd
+
+    def _sgd_hyperparameters(self) -> dict:
+        """The fused SGD kernel's hyperparameters, as the param group holds them now."""
+        group = self.optimizer.param_groups[0]
+        return {key: group[key] for key in ("weight_decay", "momentum", "lr", "dampening", "nesterov", "maximize")}
 
     def _direct(self) -> bool:
         opt = self.optimizer
@@ -405,13 +404,12 @@ class FusedOptimizerStep:
             self.optimizer.step()
             self._tensors = self._collect() if self._direct() else None
             return
-        group = self.optimizer.param_groups[0]
         if isinstance(self.optimizer, torch.optim.SGD):
             params, grads, buffers = tensors
-            torch._fused_sgd_(params, grads, buffers, weight_decay=group["weight_decay"], momentum=group["momentum"],
-                              lr=group["lr"], dampening=group["dampening"], nesterov=group["nesterov"],
-                              maximize=group["maximize"], is_first_step=False, grad_scale=None, found_inf=None)
+            torch._fused_sgd_(params, grads, buffers, **self._sgd_hyperparameters(), is_first_step=False,
+                              grad_scale=None, found_inf=None)
             return
+        group = self.optimizer.param_groups[0]
         params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps = tensors
         torch._foreach_add_(steps, 1)
         kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
