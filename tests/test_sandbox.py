@@ -2,6 +2,7 @@
 test_grading.py, confinement levels and bubblewrap in test_isolation.py."""
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -198,6 +199,29 @@ def find_the_hook():
 def scratch_is_fine():
     pathlib.Path("out.txt").write_text("hi")
     return open("out.txt").read()
+
+def dlopen_process():
+    import ctypes
+    return str(ctypes.CDLL(None))
+
+def dlopen_by_name():
+    import ctypes
+    return str(ctypes.CDLL("libc.so.6"))
+
+def dlopen_scratch_copy(installed):
+    import ctypes
+    with open(installed, "rb") as src, open("mine.so", "wb") as dst:  # the scratch is writable: nothing loads from it
+        dst.write(src.read())
+    return str(ctypes.CDLL(os.path.abspath("mine.so")))
+
+def torchvision_operators():
+    import torchvision
+    from torchvision import datasets, models, transforms
+    from torchvision.ops import nms
+    import torch
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0], [2.0, 2.0, 3.0, 3.0]])
+    kept = nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5)  # a compiled torchvision operator
+    return [kept.tolist(), transforms.ToTensor().__class__.__name__, callable(models.resnet18)]
 '''
 
 
@@ -221,6 +245,32 @@ def guard_only_box(tmp_path_factory):
     with Sandbox(path, "_selftest", Limits(timeout=20)) as b:
         yield b
     mp.undo()
+
+
+def test_installed_native_libraries_load_and_nothing_else_does(tmp_path, monkeypatch):
+    """torchvision's compiled operators load through ctypes (every seed notebook imports torchvision); the
+    process itself, a library by bare name and a copy in the writable scratch are refused. The audit hook
+    alone (a worker of its own: guard_only_box's tricks leave os.path.realpath patched)."""
+    path = tmp_path / "tricks.py"
+    path.write_text(GUARD_TRICKS)
+    monkeypatch.setattr(sandbox, "isolation_prefix", lambda: ())
+    monkeypatch.setenv(sandbox.BWRAP_ENV, "")
+    installed = str(Path(torch.__file__).parent / "lib" / "libtorch_global_deps.so")
+    with Sandbox(path, "_selftest", Limits(timeout=60)) as box:
+        assert box.call("call", name="torchvision_operators") == [[0, 2], "ToTensor", True]
+        for trick, args in (("dlopen_process", []), ("dlopen_by_name", []), ("dlopen_scratch_copy", [installed])):
+            with pytest.raises(SubmissionFailure, match="loading native code"):
+                box.call("call", name=trick, args=args)
+        assert box.isolation["level"] == "hook-only"
+
+
+def test_torchvision_loads_inside_bubblewrap(tmp_path, monkeypatch):
+    monkeypatch.delenv(sandbox.BWRAP_ENV, raising=False)  # (the guard-only fixture above may still be active)
+    path = tmp_path / "tv.py"
+    path.write_text(GUARD_TRICKS)
+    with Sandbox(path, "_selftest", Limits(timeout=60)) as b:
+        assert b.call("call", name="torchvision_operators") == [[0, 2], "ToTensor", True]
+        assert b.isolation["level"] == "whitelist-fs"
 
 
 def test_the_seccomp_program_for_bubblewrap_lets_exec_through_and_the_workers_does_not():

@@ -6,9 +6,11 @@ shuffling DataLoader over a TensorDataset, metrics via one helper. Expected to p
 import time
 
 import torch
+import torchvision  # as in every seed notebook: its compiled operators must load in the worker
 import torch.nn as nn
 import torch.optim as optim
 from torch.utils.data import DataLoader, TensorDataset
+from torchvision import datasets, transforms  # noqa: F401  (the seeds load their data so)
 
 EXPECTED_FAILURES = ()
 

@@ -4,8 +4,10 @@ Layers kept in an nn.Sequential, gradient norms found by walking model.modules()
 batches as in the seed notebook, and the sensing operator written with torch.einsum.
 """
 import torch
+import torchvision  # as in every seed notebook: its compiled operators must load in the worker
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision import datasets, transforms  # noqa: F401  (the seeds load their data so)
 
 EXPECTED_FAILURES = ()
 

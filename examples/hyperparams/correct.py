@@ -7,6 +7,8 @@ import collections
 import time
 
 import torch
+import torchvision  # as in every seed notebook: its compiled operators must load in the worker
+from torchvision import datasets, transforms  # noqa: F401  (the seeds load their data so)
 
 EXPECTED_FAILURES = ()
 

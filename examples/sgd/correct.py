@@ -7,7 +7,9 @@ and sets gradients to None instead of zeroing them.
 import math
 
 import torch
+import torchvision  # as in every seed notebook: its compiled operators must load in the worker
 import torch.nn.functional as F
+from torchvision import datasets, transforms  # noqa: F401  (the seeds load their data so)
 
 EXPECTED_FAILURES = ()
 

@@ -5,7 +5,9 @@ divergent-learning-rate search and the interpolation pass. Expected to pass ever
 """
 import numpy as np
 import torch
+import torchvision  # as in every seed notebook: its compiled operators must load in the worker
 import torch.nn.functional as F
+from torchvision import datasets, transforms  # noqa: F401  (the seeds load their data so)
 
 EXPECTED_FAILURES = ()
 

@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 from labcheck import paths
+from labcheck.untrusted.confine import SYSTEM_LIBRARIES
 from labcheck.untrusted.serve import SANDBOX_ENV
 
 # Ordered confinement levels, weakest first.
@@ -192,7 +193,6 @@ def environment_paths() -> tuple[str, ...]:
     return tuple(_outermost(found))
 
 
-SYSTEM_LIBRARIES = ("/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/libx32", "/lib", "/lib64", "/lib32", "/libx32")
 
 
 def bwrap_command(exe: str, writable: str, readonly: list[str], seccomp_fd: int | None) -> list[str]:

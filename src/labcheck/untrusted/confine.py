@@ -5,7 +5,8 @@ Outermost first, what this module adds to what the grader set up (labcheck.sandb
     hide the denied paths under empty read-only mounts and make every mount read-only but the scratch;
   - `block_new_processes`: a seccomp filter (no fork, no exec; threads allowed), also built for bwrap;
   - `install_guard`: an audit hook refusing processes, sockets, ctypes and the denied paths with clear
-    messages. A Python-level hook can be defeated by pure Python (PEP 578 says as much): the OS layers
+    messages; `ctypes.CDLL(path)` of an installed library (torchvision loads its operators so) is the one
+    native load it allows: a regular file under the environment's library folders, never a writable one. A Python-level hook can be defeated by pure Python (PEP 578 says as much): the OS layers
     above are what hold; the hook gives readable errors and covers machines without them.
 """
 from __future__ import annotations
@@ -26,6 +27,9 @@ import sys
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
+# The host's shared libraries: bound read-only into bubblewrap's file system (labcheck.sandbox), and
+# with the interpreter's own library folders the only places a submission's imports may dlopen from.
+SYSTEM_LIBRARIES = ("/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/libx32", "/lib", "/lib64", "/lib32", "/libx32")
 _MOUNT_OPTS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
                "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
 
@@ -185,10 +189,17 @@ def install_guard(policy: dict) -> None:
     import pathlib
     import posix
     import types as _types
-    from _stat import S_ISLNK
+    from _stat import S_ISLNK, S_ISREG
+
+    import sysconfig
 
     norm = os.path.realpath
     deny = tuple(norm(p) for p in policy.get("deny", []))
+    # Where installed native code lives (site-packages: torchvision's operators, torch's CUDA libraries;
+    # the standard library; the system's): read-only in bubblewrap's file system, and never the scratch.
+    installed = {sysconfig.get_paths(vars=v)[k] for v in (None, {"base": sys.base_prefix, "platbase": sys.base_prefix})
+                 for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    library_roots = tuple(sorted({norm(p) for p in (*installed, *SYSTEM_LIBRARIES) if os.path.isdir(p)}))
     allow_read = tuple(norm(p) for p in policy.get("allow_read", []))
     allow_write = tuple(norm(p) for p in policy.get("allow_write", [])) + ("/dev/null",)
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
@@ -199,7 +210,7 @@ def install_guard(policy: dict) -> None:
         "subprocess.Popen": "starting processes", "os.kill": "sending signals", "os.killpg": "sending signals",
         "signal.pthread_kill": "sending signals", "socket.connect": "network access",
         "socket.bind": "network access", "socket.getaddrinfo": "network access", "socket.sendto": "network access",
-        "ctypes.dlopen": "loading native code", "ctypes.dlsym": "loading native code",
+        "ctypes.dlsym": "loading native code",
         "ctypes.cdata": "raw memory access", "ctypes.call_function": "calling native code",
         "sys.addaudithook": "changing the sandbox", "sys.setprofile": "changing the sandbox",
         "sys.settrace": "changing the sandbox", "os.setuid": "changing the sandbox", "os.chroot": "changing the sandbox",
@@ -211,11 +222,13 @@ def install_guard(policy: dict) -> None:
                              "os.listdir", "os.scandir"})
     safe_path_types = (pathlib.PosixPath, pathlib.PurePosixPath)
     lstat, readlink, getcwd, fspath = posix.lstat, posix.readlink, posix.getcwd, posix.fspath
+
     # builtins the hook uses, captured: a submission may rebind the names in `builtins`, not these cells
     _type, _isinstance, _len, _bool, _int, _bytes, _str = type, isinstance, len, bool, int, bytes, str
     _PermissionError, _OSError = PermissionError, OSError
 
     def hook(event, args):
+        library = False  # a dlopen: allowed only for an installed library (checked below, path resolved)
         if event == "open":
             raws, mode, flags = (args[0],), args[1], args[2]
             writing = _bool((flags or 0) & write_flags) or (_type(mode) is _str and (
@@ -226,6 +239,12 @@ def install_guard(policy: dict) -> None:
             raise _PermissionError("labcheck sandbox: replacing a function's code is not allowed")
         elif event == "object.__setattr__" and _type(args[0]) is _type and args[0] in safe_path_types:
             raise _PermissionError("labcheck sandbox: changing pathlib is not allowed")
+        elif event == "ctypes.dlopen":
+            name = args[0]
+            if not ((_type(name) is _str and "/" in name) or (_type(name) is _bytes and b"/" in name)):
+                raise _PermissionError("labcheck sandbox: loading native code is not allowed (ctypes.dlopen of "
+                                       "a name or of the process itself; only installed libraries, by path)")
+            raws, writing, library = (name,), False, True
         elif event in forbidden:
             raise _PermissionError(f"labcheck sandbox: {forbidden[event]} is not allowed ({event})")
         else:
@@ -287,6 +306,18 @@ def install_guard(policy: dict) -> None:
                 denied = True
             if denied and not readable:
                 raise _PermissionError(f"labcheck sandbox: access to {path} is not allowed")
+            if library:
+                installed_here = False
+                for root in library_roots:
+                    if path.startswith(root + "/"):
+                        installed_here = True
+                try:
+                    regular = S_ISREG(lstat(path).st_mode)
+                except _OSError:
+                    regular = False
+                if writable or not installed_here or not regular:
+                    raise _PermissionError(f"labcheck sandbox: loading native code from {path} is not allowed "
+                                           "(only libraries installed in the grading environment)")
             if writing and not writable:
                 raise _PermissionError(f"labcheck sandbox: writing {path} is not allowed (only the scratch folder)")
 
