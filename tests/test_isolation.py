@@ -307,8 +307,9 @@ for name, text in (("residue", sys.argv[3]), ("look", sys.argv[4])):
     with Sandbox(work / f"{name}.py", "_selftest", Limits(timeout=30), zygote=zygote) as box:
         seen[name] = box.call("call", name="add", args=[0, 0])
 zygote.close()
-subs = [grade.Submission(name=n, path=hostile / f"{n}.py", exercise="_selftest", tests=hostile / "contract_selftest.py")
-        for n in ("correct", "read_reference")]
+subs = [grade.Submission(name=f"{i}-{Path(n).stem}", path=hostile / n, exercise="_selftest",
+                         tests=hostile / "contract_selftest.py")
+        for i, n in enumerate(("correct.py", "zygote/lock_the_home.py", "read_reference.py", "correct.py"))]
 opts = grade.Options(out=work / "grades", jobs=1, timeout=20,
                      extra_pytest_args=("--labcheck-reference", str(hostile / "reference_selftest.py")))
 results = grade.grade_many(subs, opts)
@@ -318,8 +319,9 @@ print(json.dumps({"seen": seen, "graded": {n: [r["score"], r["extra_data"]["labc
 
 
 def test_an_ordinary_user_gets_the_same_zygote_and_its_guarantees(as_nobody):
-    """As `nobody` (no capability anywhere): forked workers grade the hostile corpus' thief and a correct
-    submission at full marks, and one child can neither reach the zygote's memory nor leave files."""
+    """As `nobody` (no capability anywhere): forked workers grade the hostile corpus' thief, the submission that
+    locks the zygote's folders and the correct submissions around them at full marks, and one child can
+    neither reach the zygote's memory nor leave files."""
     prefix, work = as_nobody
     env = {"PATH": os.environ["PATH"], "HOME": str(work), "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
     cases = [(ZYGOTE_CASES / f"{name}.py").read_text() for name in ("leave_residue", "look_around")]

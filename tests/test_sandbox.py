@@ -1,6 +1,7 @@
 """labcheck.sandbox and the worker (labcheck.untrusted) at the level of single calls; grading end to end is in
 test_grading.py, confinement levels and bubblewrap in test_isolation.py."""
 import json
+import os
 import time
 from pathlib import Path
 
@@ -290,3 +291,43 @@ def test_forked_processes_are_refused_inside_bubblewrap(tmp_path, monkeypatch):
         with pytest.raises(SubmissionFailure, match="not allowed|Operation not permitted"):
             b.call("call", name="fork")
         assert b.isolation["level"] == "whitelist-fs"
+
+
+HOST_DEVICE_TRICKS = '''
+import os
+
+def chmod_devices():
+    changed = []
+    for name in ("null", "zero", "full", "random", "urandom", "tty"):
+        try:
+            fd = os.open("/dev/" + name, os.O_RDONLY)
+            os.fchmod(fd, 0)  # by descriptor: no path for the audit hook to see
+            os.close(fd)
+            changed.append(name)
+        except OSError:
+            pass
+    return changed
+'''
+
+
+@pytest.mark.parametrize("forked", [False, True], ids=["fresh", "zygote"])
+def test_a_submission_cannot_change_the_hosts_device_nodes(tmp_path, monkeypatch, worker_zygote, forked):
+    """Run as root, bubblewrap's sandbox user is root outside too: with --dev's binds of the host's nodes, a
+    submission's fchmod(/dev/null, 0) changed the host's /dev/null (found while fixing issue #22). The nodes
+    are private copies now: whatever the submission changes, the host's stay as they were."""
+    import stat as stat_
+
+    monkeypatch.delenv(sandbox.BWRAP_ENV, raising=False)
+    before = {n: os.stat(f"/dev/{n}").st_mode for n in sandbox.DEVICES if os.path.exists(f"/dev/{n}")}
+    path = tmp_path / "devices.py"
+    path.write_text(HOST_DEVICE_TRICKS)
+    try:
+        with Sandbox(path, "_selftest", Limits(timeout=30), zygote=worker_zygote if forked else None) as box:
+            box.call("call", name="chmod_devices")
+            assert box.isolation["level"] == "whitelist-fs"
+        after = {n: os.stat(f"/dev/{n}").st_mode for n in before}
+    finally:  # never leave this machine without a usable /dev/null, whatever the verdict
+        for name, mode in before.items():
+            if os.stat(f"/dev/{name}").st_mode != mode:
+                os.chmod(f"/dev/{name}", stat_.S_IMODE(mode))
+    assert after == before

@@ -4,6 +4,7 @@ submission broke costs only that submission a fresh worker. The same single-call
 worker is in test_sandbox.py (its `box` runs both), grading end to end in test_examples.py and
 test_grading.py (labcheck grade forks every worker)."""
 import json
+import os
 import re
 
 import pytest
@@ -101,3 +102,55 @@ def test_a_grader_ended_abnormally_returns_no_zygote_to_the_pool(tmp_path):
     zygotes.close()
     assert not fresh.alive()
 
+
+
+LOCK_THE_HOME = (CASES / "lock_the_home.py", CASES / "lock_the_home_notebook.ipynb")
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_submission_that_locks_the_zygotes_folders_zeroes_nobody_after_it(tmp_path, jobs):
+    """Issue #22: at import, a submission fchmods the zygote's home, the folder above it, /tmp, /dev/shm and
+    /dev/null to 0. Before, the zygote's clean-up read the unlistable home as empty, reported clean, and every
+    student after it on that job got 0. Now it puts the permissions back (or reports not clean and is
+    replaced): the innocents around both attacks (.py and a notebook's default argument) keep full marks."""
+    hostile = paths.tests_dir() / "hostile"
+    order = [hostile / "correct.py", LOCK_THE_HOME[0], hostile / "correct.py", LOCK_THE_HOME[1],
+             hostile / "correct.py", hostile / "correct.py"]
+    subs = [grade.Submission(name=f"{path.stem}-{i}", path=path, exercise="_selftest",
+                             tests=hostile / "contract_selftest.py") for i, path in enumerate(order)]
+    opts = grade.Options(out=tmp_path, jobs=jobs, timeout=20,
+                         extra_pytest_args=("--labcheck-reference", str(hostile / "reference_selftest.py")))
+    results = grade.grade_many(subs, opts)
+    assert {name: r["score"] for name, r in results.items()} == {sub.name: 6.0 for sub in subs}, {
+        name: [t.get("output", "")[:200] for t in r["tests"] if t["score"] < t["max_score"]]
+        for name, r in results.items()}
+    for r in results.values():
+        assert "forked from a zygote" in r["extra_data"]["labcheck"]["isolation"]["details"]
+
+
+def test_a_zygote_whose_clean_up_cannot_look_reports_not_clean():
+    """The clean-up's own check: a folder it cannot read is never 'clean' (it was: an unlistable folder read as
+    an empty one, and an empty one was what it had kept)."""
+    from labcheck.untrusted import zygote
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as top:
+        home = os.path.join(top, "home")
+        os.mkdir(home)
+        writable = (home,)
+        folders = zygote._watched(writable)
+        kept = zygote._state(folders, writable)
+        assert kept is not None and folders[0] == "/" and folders[-1] == home
+        os.chmod(home, 0)
+        os.mkdir(os.path.join(top, "other"))  # (a parent's listing is not watched: only its mode)
+        assert zygote._put_back(kept, folders, writable)  # the zygote owns it: the mode goes back
+        assert zygote._state(folders, writable) == kept
+        os.chmod(home, 0)
+        real_chmod = os.chmod
+        try:
+            os.chmod = lambda *a, **k: (_ for _ in ()).throw(PermissionError("refused"))  # as for a host-owned folder
+            assert not zygote._put_back(kept, folders, writable)
+        finally:
+            os.chmod = real_chmod
+            os.chmod(home, 0o700)

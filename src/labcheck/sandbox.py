@@ -195,13 +195,46 @@ def environment_paths() -> tuple[str, ...]:
 
 
 
-def bwrap_command(exe: str, writable: str, readonly: list[str], seccomp_fd: int | None) -> list[str]:
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")  # the nodes bubblewrap's --dev binds from the host
+
+
+def private_devices(folder: str) -> list[str]:
+    """bwrap arguments that put private copies of /dev's nodes over the host's, made in `folder` (root only).
+
+    Run as root, the sandbox's user is root outside it too (no capabilities, but the owner of every
+    root-owned file it can reach): with --dev's bind of the host's own /dev/null, a submission's
+    `os.chmod('/dev/null', 0)` changed the *host's* /dev/null. Over a private node it changes only its
+    own copy (the zygote puts modes back; a fresh worker's copy is thrown away). Where nodes cannot be
+    made or opened (no CAP_MKNOD, a nodev file system), nothing: a non-root sandbox owns no host node."""
+    if os.geteuid() != 0:
+        return []
+    import stat
+
+    args = []
+    try:
+        os.makedirs(folder, mode=0o755, exist_ok=True)
+        for name in DEVICES:
+            host, node = f"/dev/{name}", os.path.join(folder, name)
+            if not os.path.exists(node):
+                os.mknod(node, stat.S_IFCHR | 0o666, os.stat(host).st_rdev)
+            os.chmod(node, 0o666)  # (mknod applies the umask; an earlier worker may have changed it)
+            if name != "tty":  # (no controlling terminal is fine; a node that cannot be opened is not)
+                os.close(os.open(node, os.O_RDONLY))
+            args += ["--dev-bind", node, host]
+    except OSError:
+        return []
+    return args
+
+
+def bwrap_command(exe: str, writable: str, readonly: list[str], seccomp_fd: int | None,
+                  devices: str | None = None) -> list[str]:
     """bwrap's arguments (before the command): namespaces, then a file system made only of the system's
-    shared libraries, `readonly` and the writable scratch `writable` (all at their host paths)."""
+    shared libraries, `readonly` and the writable scratch `writable` (all at their host paths); as
+    root, /dev's nodes are private copies made in `devices` (private_devices), a folder outside `writable`."""
     cmd = [exe, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
            "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session",
            "--cap-drop", "ALL",  # run as root, bwrap would otherwise keep every capability in the sandbox
-           "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+           "--proc", "/proc", "--dev", "/dev", *(private_devices(devices) if devices else ()), "--tmpfs", "/tmp"]
     for lib in SYSTEM_LIBRARIES:
         if os.path.islink(lib):
             cmd += ["--symlink", os.readlink(lib), lib]
@@ -237,7 +270,10 @@ def _bwrap_check(exe: str | None, euid: int) -> str | None:
     with tempfile.TemporaryDirectory(prefix="labcheck-bwrap-check-") as scratch:
         fd = _seccomp_pipe()
         try:
-            cmd = bwrap_command(exe, scratch, [], fd) + [sys.executable, "-S", "-c", "import os; os.listdir('/')"]
+            work = os.path.join(scratch, "work")
+            os.mkdir(work)
+            cmd = bwrap_command(exe, work, [], fd, os.path.join(scratch, "dev")) + [
+                sys.executable, "-S", "-c", "import os; os.listdir('/'); open('/dev/null', 'w').write('-')"]
             proc = subprocess.run(cmd, capture_output=True, timeout=30, pass_fds=() if fd is None else (fd,))
         except (OSError, subprocess.SubprocessError) as e:
             return f"bwrap could not run: {e}"
@@ -374,7 +410,8 @@ class WorkerZygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # the kernel tells us the zygote's pid
         env = {**_worker_env(limits, home), "LABCHECK_ZYGOTE_EXERCISES": json.dumps(list(exercises))}
-        cmd = [*bwrap_command(bwrap_path(), home, [], None), sys.executable, "-P", "-m", "labcheck.worker", "--zygote"]
+        cmd = [*bwrap_command(bwrap_path(), home, [], None, str(Path(scratch.name) / "dev")), sys.executable, "-P",
+               "-m", "labcheck.worker", "--zygote"]
         _prctl()  # loaded here: after fork, in preexec_fn, only what is loaded already is safe to call
         try:
             with open(Path(scratch.name) / "zygote.log", "ab") as err:
@@ -642,7 +679,7 @@ class Sandbox:
         self._via_bwrap = reached["launcher"] == "bwrap"
         if self._via_bwrap:
             seccomp_fd = _seccomp_pipe()
-            prefix = bwrap_command(bwrap_path(), str(work), [str(submission.parent)], seccomp_fd)
+            prefix = bwrap_command(bwrap_path(), str(work), [str(submission.parent)], seccomp_fd, str(scratch / "dev"))
         elif reached["launcher"].startswith("unshare"):
             prefix = isolation_prefix()
         else:

@@ -14,8 +14,11 @@ What one child can leave for the next student's child, and why it cannot:
   - the zygote's memory: the zygote is not dumpable (no ptrace, /proc/PID/mem or pidfd_getfd from
     its children, which hold no capabilities: bwrap --cap-drop ALL);
   - files: everything writable in the sandbox (this folder, /tmp, /dev, /dev/shm) is put back as it
-    was after each child, before the zygote answers; what cannot be removed ends the zygote, and
-    the grader starts a new one;
+    was after each child, before the zygote answers, and so are the permissions of those folders, of
+    what was in them and of every folder on the way to them (a child may `os.fchmod` them by
+    descriptor, which no audit hook sees); the state is then read again, and anything that cannot be
+    read or put back ends the zygote: it reports "not clean", never clean, and the grader starts a
+    new one (the child after it is served by a fresh worker, never charged for it);
   - descriptors: the child closes the control socket before any student line runs.
 A child that kills or stops the zygote only breaks its own grading (the grader then starts fresh).
 
@@ -43,32 +46,68 @@ def _send(sock: socket.socket, message: dict) -> None:
     sock.send(json.dumps(message).encode())
 
 
-def _snapshot(folder: str) -> frozenset[str]:
+def _watched(folders) -> tuple[str, ...]:
+    """The folders the next child depends on: the writable ones, their entries' parents and every folder on
+    the way to them from /, outermost first (a child may chmod any of them, by path or by descriptor)."""
+    found = set()
+    for folder in folders:
+        parts = folder.rstrip("/").split("/")
+        found |= {"/".join(parts[:i]) or "/" for i in range(1, len(parts) + 1)}
+    return tuple(sorted(found, key=lambda p: (p.count("/") if p != "/" else 0, p)))
+
+
+def _state(folders: tuple[str, ...], writable: tuple[str, ...]) -> dict | None:
+    """Each watched folder's permission bits, and the names and modes in each writable one; None when any
+    of it cannot be read (a clean-up that cannot look is never clean)."""
+    import stat
+
     try:
-        return frozenset(os.listdir(folder))
+        state = {p: stat.S_IMODE(os.lstat(p).st_mode) for p in folders}
+        for folder in writable:
+            state[folder + "/*"] = {name: os.lstat(os.path.join(folder, name)).st_mode for name in os.listdir(folder)}
     except OSError:
-        return frozenset()
+        return None
+    return state
 
 
-def _put_back(folder: str, keep: frozenset[str]) -> bool:
-    """Remove what was added to `folder` since `keep` was taken; False if something stays."""
+def _put_back(kept: dict, folders: tuple[str, ...], writable: tuple[str, ...]) -> bool:
+    """Restore the kept state: permissions first (outermost first, so each next one can be reached), then
+    remove what was added to the writable folders; True only if the state then reads exactly as kept."""
     import shutil
 
-    for name in _snapshot(folder) - keep:
-        path = os.path.join(folder, name)
+    for path in folders:
         try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                for root, dirs, _ in os.walk(path):  # a child may have taken its own write permission away
-                    for d in dirs:
-                        if not os.path.islink(os.path.join(root, d)):
-                            os.chmod(os.path.join(root, d), 0o700)
-                os.chmod(path, 0o700)
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
+            if os.lstat(path).st_mode & 0o7777 != kept[path]:
+                os.chmod(path, kept[path])
         except OSError:
             pass
-    return _snapshot(folder) == keep
+    for folder in writable:
+        try:
+            added = set(os.listdir(folder)) - set(kept[folder + "/*"])
+        except OSError:
+            continue
+        for name in added:
+            path = os.path.join(folder, name)
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    for root, dirs, _ in os.walk(path):  # a child may have taken its own write permission away
+                        for d in dirs:
+                            if not os.path.islink(os.path.join(root, d)):
+                                os.chmod(os.path.join(root, d), 0o700)
+                    os.chmod(path, 0o700)
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+            except OSError:
+                pass
+        for name, mode in kept[folder + "/*"].items():  # what was there before: its permissions back
+            try:
+                path = os.path.join(folder, name)
+                if os.lstat(path).st_mode != mode and not os.path.islink(path):
+                    os.chmod(path, mode & 0o7777)
+            except OSError:
+                pass
+    return _state(folders, writable) == kept
 
 
 def _entry(scratch: str, request: dict) -> str:
@@ -143,7 +182,11 @@ def main() -> None:
         raise SystemExit("labcheck zygote: PR_SET_DUMPABLE refused")
     control = socket.socket(fileno=CONTROL_FD)
     home = os.getcwd()
-    keep = {folder: _snapshot(folder) for folder in (home, *WRITABLE_ROOTS)}
+    writable = (home, *WRITABLE_ROOTS)
+    folders = _watched(writable)
+    keep = _state(folders, writable)
+    if keep is None:
+        raise SystemExit("labcheck zygote: cannot read its own sandbox's folders")
     _send(control, {"status": "ready"})
     count = 0
     while True:
@@ -170,7 +213,7 @@ def main() -> None:
         _send(control, {"id": request["id"], "status": "forked", "entry": entry})
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
-        clean = all([_put_back(folder, kept) for folder, kept in keep.items()])
+        clean = _put_back(keep, folders, writable)
         _send(control, {"id": request["id"], "status": "exited", "returncode": code, "clean": clean})
         if not clean:
             return  # something a child left cannot be removed: the grader starts a new zygote
