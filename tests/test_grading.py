@@ -320,3 +320,56 @@ def test_interrupted_class_grading_resumes_where_it_stopped(tmp_path):
                                progress=lambda s, r, resumed: log.append((s.name, resumed)))
     assert sorted(log) == [("a", True), ("b", False), ("c", False)]
     assert {k: r["score"] for k, r in results.items()} == {"a": 6.0, "b": 5.0, "c": 6.0}
+
+
+def test_no_link_earns_a_point_or_leaks_a_byte(tmp_path):
+    """Issue #22: links in uploads are refused, never followed. Before: a folder whose entry file linked to the
+    reference, or a class entry linking to it, scored full marks with no code of their own; bob's link to
+    alice's file graded alice's code as bob's; a link to /etc/passwd quoted its first line in the feedback."""
+    secret = tmp_path / "secret.txt"  # stands for root's files: a line no feedback may quote
+    secret.write_text("root:x:0:0:not-for-students\n")
+    klass = tmp_path / "class"
+    klass.mkdir()
+    shutil.copy(HOSTILE / "correct.py", klass / "alice.py")
+    (klass / "carol.py").symlink_to(REFERENCE)  # a class entry linking to the reference
+    (klass / "bob").mkdir()
+    (klass / "bob" / "submission.py").symlink_to(klass / "alice.py")  # someone else's file
+    (klass / "dave").mkdir()
+    shutil.copy(HOSTILE / "correct.py", klass / "dave" / "submission.py")
+    (klass / "dave" / "notes.txt").symlink_to(secret)  # a link anywhere in the folder
+    (klass / "eve.py").symlink_to(secret)
+    (klass / "frank").symlink_to(klass / "dave", target_is_directory=True)  # a class entry linking to a folder
+    single = tmp_path / "grace"
+    single.mkdir()
+    (single / "submission.py").symlink_to(REFERENCE)  # one submission folder, given by itself
+    subs = selftest_submissions([klass, single])
+    assert sorted(s.name for s in subs) == ["alice", "bob", "carol", "dave", "eve", "frank", "grace"]
+    results = grade.grade_many(subs, options(tmp_path / "out"))
+    assert {name: r["score"] for name, r in results.items()} == {
+        "alice": 6.0, "bob": 0.0, "carol": 0.0, "dave": 0.0, "eve": 0.0, "frank": 0.0, "grace": 0.0}
+    for name in ("bob", "carol", "dave", "eve", "frank", "grace"):
+        assert all("is a symbolic link" in t["output"] for t in results[name]["tests"]), results[name]
+    reports = "".join(f.read_text(errors="replace") for f in (tmp_path / "out").rglob("*") if f.is_file())
+    assert "not-for-students" not in reports and "def add" not in reports
+
+
+def test_report_names_never_collide_with_the_class_files_or_each_other(tmp_path):
+    """Issue #22: a class entry named gradebook.csv.py got a report folder named gradebook.csv, and
+    `labcheck grade` died with IsADirectoryError, writing no gradebook, summary or dashboard."""
+    klass = tmp_path / "class"
+    klass.mkdir()
+    for name in ("gradebook.csv.py", "summary.md.py", "index.html.py", "Alice.py", "alice.py"):
+        shutil.copy(HOSTILE / "correct.py", klass / name)
+    subs = selftest_submissions([klass])
+    assert len({s.out_name.lower() for s in subs}) == 5 and not any("." in s.out_name for s in subs)
+    out = tmp_path / "out"
+    results = grade.grade_many(subs, options(out))
+    assert sorted(r["score"] for r in results.values()) == [6.0] * 5
+    from labcheck import dashboard, report  # the class files, as `labcheck grade` writes them after grading
+
+    rows = report.rows(subs, results)
+    report.write_gradebook(out / "gradebook.csv", rows)
+    (out / "summary.md").write_text(report.summary_markdown(rows, examples=False))
+    assert dashboard.write(out) == out / "index.html"
+    assert len((out / "gradebook.csv").read_text().splitlines()) == 6 and (out / "index.html").is_file()
+

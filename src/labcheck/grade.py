@@ -87,21 +87,25 @@ def contract_file(exercise: str) -> Path:
 
 
 def _entries(folder: Path) -> list[Path]:
+    """A class folder's submissions: its gradable files and folders, and its links (each graded as refused,
+    with a message saying why: labcheck.submission.refuse_links)."""
     out = []
     for p in sorted(folder.iterdir()):
         if p.name.startswith((".", "_")) and p.name != "__init__.py":
             continue
-        if (p.is_file() and p.suffix in SUBMISSION_SUFFIXES) or p.is_dir():
+        if p.suffix in SUBMISSION_SUFFIXES or (p.is_dir() and not p.is_symlink()) or (p.is_symlink() and p.is_dir()):
             out.append(p)
     return out
 
 
 def _unique(name: str, taken: set[str]) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name) or "submission"
+    """A report folder's name for a submission: no dot (every class file, gradebook.csv or index.html, has one,
+    so `gradebook.csv.py` cannot take its place) and unique whatever the file system's case rules."""
+    name = re.sub(r"[^A-Za-z0-9_\-]+", "_", name) or "submission"
     candidate, i = name, 2
-    while candidate in taken:
+    while candidate.lower() in taken:
         candidate, i = f"{name}-{i}", i + 1
-    taken.add(candidate)
+    taken.add(candidate.lower())
     return candidate
 
 
@@ -113,11 +117,11 @@ def discover(items: list[str | os.PathLike], exercise: str, tests: Path | None =
     for item in items:
         path = Path(item)
         if path.is_dir() and not is_single_submission_folder(path, exercise):
-            for entry in _entries(path):
-                found.append(Submission(entry.resolve(), exercise, _unique(entry.stem, taken), tests,
+            for entry in _entries(path):  # (absolute, not resolved: a link is graded as the refused link it is)
+                found.append(Submission(entry.absolute(), exercise, _unique(entry.stem, taken), tests,
                                         deny=(str(path.resolve()),)))
         else:
-            found.append(Submission(path.resolve(), exercise, _unique(path.stem, taken), tests))
+            found.append(Submission(path.absolute(), exercise, _unique(path.stem, taken), tests))
     return found
 
 
@@ -158,12 +162,18 @@ def discover_examples(exercise: str | None = None) -> list[Submission]:
 
 
 def sha256_of(path: Path) -> str:
+    """The submission's content: a file's bytes, or a folder's files by relative name. A link counts as a link
+    (its name), never as what it points to."""
     h = hashlib.sha256()
     path = Path(path)
-    if path.is_dir():
-        for f in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    if path.is_symlink():
+        h.update(b"<link>")
+    elif path.is_dir():
+        files = sorted(Path(root) / name for root, dirs, names in os.walk(path) for name in names + [
+            d for d in dirs if (Path(root) / d).is_symlink()])
+        for f in (f for f in files if "__pycache__" not in f.parts):
             h.update(str(f.relative_to(path)).encode() + b"\0")
-            h.update(hashlib.sha256(f.read_bytes()).digest())
+            h.update(b"<link>" if f.is_symlink() else hashlib.sha256(f.read_bytes()).digest())
     elif path.is_file():
         h.update(path.read_bytes())
     else:

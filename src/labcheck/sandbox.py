@@ -502,7 +502,7 @@ class WorkerZygote:
                    "rlimits": {"RLIMIT_DATA": limits.memory_mb * 2**20, "RLIMIT_FSIZE": limits.file_mb * 2**20}}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        source = os.open(entry, os.O_RDONLY)
+        source = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             self.control.settimeout(30.0)
             socket.send_fds(self.control, [json.dumps(request).encode()], [theirs.fileno(), err, source])
@@ -598,7 +598,7 @@ class ForkedWorker:
 class Sandbox:
     def __init__(self, submission: str | os.PathLike, exercise: str, limits: Limits | None = None,
                  deny: list[str] | None = None, zygote: WorkerZygote | None = None):
-        self.submission = Path(submission).resolve()
+        self.submission = Path(os.path.abspath(submission))  # (a link stays a link: it is refused, never followed)
         self.exercise = exercise
         self.limits = limits or Limits()
         self.deny = default_deny() + [str(Path(d).resolve()) for d in (deny or [])]
@@ -739,16 +739,20 @@ class Sandbox:
     def _copy_submission(self, scratch: Path) -> tuple[Path, str | None]:
         """The worker reads a private copy of the submission's entry file, never the original
         (which may sit among other students' files or in examples/, both hidden from it)."""
-        from labcheck.submission import submission_entry
+        from labcheck.submission import LinkRefused, submission_entry
 
         try:
             entry = submission_entry(self.submission, self.exercise)
+        except LinkRefused as e:  # nothing a link points to is copied, run or quoted
+            self._load_failure = SubmissionFailure("load_error", f"the submission was refused: {e}")
+            raise self._load_failure from None
         except (OSError, ValueError):
             return self.submission, None  # the worker reports why it cannot load it
         folder = scratch / "submission"
         folder.mkdir(exist_ok=True)
         copy = folder / entry.name
-        shutil.copyfile(entry, copy)
+        with open(entry, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW)) as src, open(copy, "wb") as dst:
+            shutil.copyfileobj(src, dst)  # (O_NOFOLLOW: a link swapped in since the check is not followed either)
         return copy, str(entry)
 
     def _await_ready(self) -> None:

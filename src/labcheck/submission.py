@@ -348,8 +348,35 @@ def notebook_to_source(text: str) -> str:
 # Entry files
 
 
+class LinkRefused(ValueError):
+    """A symbolic link in an upload: never followed (it would grade, copy or quote what it points to)."""
+
+
+def refuse_links(path: Path) -> None:
+    """Raise LinkRefused naming the first symbolic link in the upload `path` (itself, or anything in it).
+
+    A link is never followed out of a submission: `sgd.py -> reference/sgd.py` earned full marks with no
+    code of its own, `bob/sgd.py -> ../alice.py` graded alice's code as bob's, and a link to /etc/passwd
+    put its first line into the student's feedback. The message names the link, never its target."""
+    import os
+
+    path = Path(path)
+    found = [path] if path.is_symlink() else []
+    if not found and path.is_dir():
+        for root, dirs, files in os.walk(path):  # (os.walk never descends into a link to a folder)
+            found += [Path(root) / name for name in sorted(dirs + files) if (Path(root) / name).is_symlink()]
+            if found:
+                break
+    if found:
+        shown = found[0].name if found[0] == path else f"{path.name}/{found[0].relative_to(path)}"
+        raise LinkRefused(f"{shown} is a symbolic link: labcheck grades the files you upload, never what a link "
+                          "points to. Upload the file itself.")
+
+
 def submission_entry(path: Path, exercise: str) -> Path:
-    """The file to execute: the path itself, or inside a folder <exercise>.py / submission.py / the only .py."""
+    """The file to execute: the path itself, or inside a folder <exercise>.py / submission.py / the only .py.
+    An upload holding a symbolic link anywhere is refused (refuse_links)."""
+    refuse_links(path)
     if path.is_file():
         return path
     if path.is_dir():
