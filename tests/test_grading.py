@@ -373,3 +373,54 @@ def test_report_names_never_collide_with_the_class_files_or_each_other(tmp_path)
     assert dashboard.write(out) == out / "index.html"
     assert len((out / "gradebook.csv").read_text().splitlines()) == 6 and (out / "index.html").is_file()
 
+
+MISSING_IMPORTS = '''import torch
+import torchvision
+from torchvision import datasets, transforms
+import seaborn as sns
+import tqdm.notebook as tqdm
+from IPython.display import display
+from scipy import random, linalg
+from google.colab import drive
+import torchsummary
+from torchsummary import summary
+
+
+def add(a, b):
+    return a + b + 0 * linalg.norm([0.0])
+
+
+def matmul(a, b):
+    return a @ b
+
+
+def scale(x, s):
+    summary(x)  # needs what the grading environment does not have
+    return s * x
+
+
+def means(rows):
+    return [sum(r) / len(r) for r in tqdm.tqdm(rows, disable=True)]
+'''
+
+
+def test_an_import_the_grader_lacks_costs_only_the_functions_that_use_it(tmp_path):
+    """Issue #28: a module the grading environment does not have (google.colab, torchsummary) or a name a
+    module no longer has (`from scipy import random`) made the whole submission fail to load (a .py: every
+    point; a notebook dropped some imports and kept others). Now, in a .py and a notebook alike, only `scale`
+    (which calls torchsummary's summary) loses its point, with a message naming the import, and the notes
+    reach results.json's output (hence feedback.md)."""
+    import nbformat
+
+    py = tmp_path / "student.py"
+    py.write_text(MISSING_IMPORTS)
+    cells = MISSING_IMPORTS.split("\n\n\n")
+    nb = tmp_path / "student_nb.ipynb"
+    nb.write_text(nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])))
+    results = grade.grade_many(selftest_submissions([py, nb]), options(tmp_path / "out"))
+    for name in ("student", "student_nb"):
+        r = results[name]
+        lost = {t["name"]: t["output"] for t in r["tests"] if t["score"] < t["max_score"]}
+        assert list(lost) == ["test_scale"] and "from torchsummary import summary" in lost["test_scale"], lost
+        assert "torchsummary" in r["output"] and "google.colab" in r["output"] and "scipy import random" in r["output"]
+        assert len(r["extra_data"]["labcheck"]["load_notes"]) == 4, r["extra_data"]["labcheck"]["load_notes"]

@@ -100,8 +100,9 @@ def test_notebook_version_keeps_every_definition_unchanged(example):
     assert set(nb_defs) - set(py_defs) == {"show_predictions", "_LabcheckMissingGlobal"}
     assert "EXPECTED_FAILURES" in nb.source  # the constant is kept like any constant
     assert set(nb.missing_globals) == {"model"} and nb.validation_errors == []
-    assert any("google.colab, which the grading environment does not have" in d.reason for d in nb.dropped)
-    for dropped in ("nvidia-smi", "google", "drive.mount", "plt.show", "input(", "display(history)", "# the training run", "echo 'not",
+    # kept: an import that fails at grading time binds a stand-in at load (a note, not a lost function)
+    assert "from google.colab import drive" in nb.source
+    for dropped in ("nvidia-smi", "drive.mount", "plt.show", "input(", "display(history)", "# the training run", "echo 'not",
                     "timeit", "print('hello'", "pip install"):
         assert dropped not in nb.source
 

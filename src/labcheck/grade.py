@@ -420,14 +420,17 @@ def grade_one(sub: Submission, opts: Options, zygotes: WorkerZygotes | None = No
         partial_file.unlink(missing_ok=True)
         raise Interrupted(sub.name)
     partial = load_results(partial_file)
-    isolation = (((partial or {}).get("extra_data") or {}).get("labcheck") or {}).get("isolation")
+    graded_by = ((partial or {}).get("extra_data") or {}).get("labcheck") or {}
+    isolation, load_notes = graded_by.get("isolation"), list(graded_by.get("load_notes") or [])
     results = _complete(partial, sub, reason)
+    if (partial or {}).get("output") and not reason:  # the grader's notes for the student: what did not load
+        results["output"] = str(partial["output"])
     results["execution_time"] = round(time.monotonic() - start, 2)
     results["extra_data"] = {"labcheck": {
         "finished": True, "exercise": sub.exercise, "submission": str(sub.path), "sha256": sha,
         "grader_sha256": grader_fingerprint(sub), "tests": str(sub.tests), "grader_exit_code": code,
         "expected_failures": list(sub.expected_failures) if sub.expected_failures is not None else None,
-        "isolation": isolation,
+        "isolation": isolation, "load_notes": load_notes,
     }}
     report.write_json_atomic(results_file, results)
     partial_file.unlink(missing_ok=True)

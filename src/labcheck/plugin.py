@@ -328,8 +328,10 @@ class LabcheckState:
                 entry = {**entry, "output": "not run: the grading session ended before this test"
                          if final else "not run (yet)"}
             tests.append(entry)
-        results = gradescope_results(tests)
-        results["extra_data"] = {"labcheck": {"isolation": self.isolation()}}
+        notes = self.load_notes()
+        results = gradescope_results(tests, output="What did not load:\n" + "\n".join(f"- {n}" for n in notes)
+                                     if notes else "")
+        results["extra_data"] = {"labcheck": {"isolation": self.isolation(), "load_notes": notes}}
         write_json_atomic(path, results)
 
     def isolation(self) -> dict | None:
@@ -338,6 +340,10 @@ class LabcheckState:
 
         reached = [s._sandbox.isolation for s in self.sessions.values() if s._sandbox is not None and s._sandbox.isolation]
         return min(reached, key=lambda i: LEVELS.index(i["level"])) if reached else None
+
+    def load_notes(self) -> list[str]:
+        """What of the submission did not load, as its workers reported it (for the student, never a verdict)."""
+        return [n for s in self.sessions.values() if s._sandbox is not None for n in s._sandbox.load_notes]
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self._write(final=True)

@@ -610,6 +610,7 @@ class Sandbox:
         self._load_failure: SubmissionFailure | None = None
         self._via_bwrap = False
         self.confinement: list[str] = []  # what the worker reported it could enforce (OS level)
+        self.load_notes: list[str] = []  # what of the submission did not load (the worker's words, for the student)
         self.calls = 0
         self.zygote = zygote if zygote is not None else WorkerZygote.from_environment()
         self._worker_entry: str | None = None  # the submission's file as the worker names it
@@ -789,6 +790,9 @@ class Sandbox:
             self._load_failure = SubmissionFailure("load_error", "the worker did not report ready")
             raise self._load_failure
         self.confinement = list(reply.get("confinement") or [])
+        notes = reply.get("notes") if isinstance(reply.get("notes"), list) else []
+        # shown to the student as they are, never judged: what of the submission did not load, and why
+        self.load_notes = [n[:400] for n in notes[:20] if isinstance(n, str)]
 
     # -- calls ----------------------------------------------------------------------------------
 

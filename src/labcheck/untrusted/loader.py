@@ -6,6 +6,7 @@ line runs).
 """
 from __future__ import annotations
 
+import ast
 import os
 import sys
 import time
@@ -21,13 +22,76 @@ def read_source(submission: Path, exercise: str) -> tuple[Path, str]:
     return read_submission(submission, exercise)
 
 
-def execute_submission(entry: Path, source: str) -> types.ModuleType:
-    """Run the source as a fresh module with a unique name (never on sys.path)."""
+MISSING_IMPORT = "__labcheck_missing_import__"  # the module global the guarded imports call on failure
+
+
+class MissingImport:
+    """Stands for what a top-level import could not bind (a module the grading environment does not have,
+    `google.colab`, `torchsummary`, or a name a module no longer has, `from scipy import random`): any use
+    raises ImportError naming the import, its line and why, so only the functions that need it lose points."""
+
+    __slots__ = ("_message",)
+
+    def __init__(self, message: str):
+        object.__setattr__(self, "_message", message)
+
+    def _fail(self, *args, **kwargs):
+        raise ImportError(object.__getattribute__(self, "_message"))
+
+    __getattr__ = __setattr__ = __call__ = __getitem__ = __iter__ = __enter__ = _fail
+
+    def __repr__(self) -> str:
+        return "<import that failed at grading time>"
+
+
+def guard_top_level_imports(tree: ast.Module) -> ast.Module:
+    """Each top-level import statement, one name at a time, inside `try: ... except ImportError:` that binds a
+    MissingImport instead (line numbers kept, so tracebacks still point at the student's lines). The same
+    for a .py file and a notebook, as Jupyter would have run every other cell."""
+    body = []
+    for node in tree.body:
+        if not isinstance(node, (ast.Import, ast.ImportFrom)) or any(a.name == "*" for a in node.names):
+            body.append(node)
+            continue
+        for alias in node.names:
+            single = type(node)(names=[alias], **({"module": node.module, "level": node.level}
+                                                 if isinstance(node, ast.ImportFrom) else {}))
+            bound = (alias.asname or alias.name) if isinstance(node, ast.ImportFrom) else (
+                alias.asname or alias.name.split(".")[0])
+            what = (f"from {'.' * node.level}{node.module or ''} import {alias.name}"
+                    if isinstance(node, ast.ImportFrom) else f"import {alias.name}")
+            failed = ast.Assign(targets=[ast.Name(bound, ast.Store())], value=ast.Call(
+                ast.Name(MISSING_IMPORT, ast.Load()),
+                [ast.Constant(what), ast.Constant(node.lineno), ast.Name("_labcheck_error", ast.Load())], []))
+            handler = ast.ExceptHandler(type=ast.Name("ImportError", ast.Load()), name="_labcheck_error",
+                                        body=[failed])
+            guarded = ast.Try(body=[single], handlers=[handler], orelse=[], finalbody=[])
+            body.append(ast.fix_missing_locations(ast.copy_location(guarded, node)))
+            for sub in ast.walk(guarded):
+                ast.copy_location(sub, node)
+    tree.body = body
+    return tree
+
+
+def execute_submission(entry: Path, source: str, notes: list[str] | None = None) -> types.ModuleType:
+    """Run the source as a fresh module with a unique name (never on sys.path). A top-level import that
+    fails binds a MissingImport and adds a line to `notes` (shown to the student) instead of failing it all."""
     name = f"labcheck_submission_{os.getpid()}_{int(time.time() * 1000)}"
     module = types.ModuleType(name)
     module.__file__ = str(entry)
     sys.modules[name] = module
-    code = compile(source, str(entry), "exec")
+    notes = notes if notes is not None else []
+
+    def missing(what: str, line: int, error: ImportError) -> MissingImport:
+        why = safe_str(error)
+        notes.append(f"line {line}: `{what}` failed at grading time ({type(error).__name__}: {why}); the rest "
+                     "was graded, and only a function that uses it fails")
+        return MissingImport(f"`{what}` (line {line}) failed at grading time: {why}. The grading environment "
+                             "does not have it; use torch, numpy or the standard library in graded functions")
+
+    module.__dict__[MISSING_IMPORT] = missing
+    tree = guard_top_level_imports(ast.parse(source, str(entry)))
+    code = compile(tree, str(entry), "exec")
     exec(code, module.__dict__)
     return module
 

@@ -93,15 +93,17 @@ def serve(policy: dict, in_fd: int, out_fd: int) -> None:
     display = policy.get("display_name")
     max_reply = int(policy.get("max_reply_mb", 256)) * 2**20
     module = None
+    notes: list[str] = []  # what did not load and why (shown to the student; never part of a verdict)
     if source is not None:
         try:
-            module = loader.execute_submission(entry, source)
+            module = loader.execute_submission(entry, source, notes)
         except BaseException as e:  # SyntaxError, SystemExit, KeyboardInterrupt alike: report, keep serving
             load_error = loader.failure(e, entry_name, display)
 
     # Tell the grader the submission is loaded (or why not), so loading has its own deadline.
     wire.write_frame(out_fd, wire.encode(
-        {"status": "load_error", **load_error} if load_error else {"status": "ready", "confinement": confinement}))
+        {"status": "load_error", **load_error} if load_error else {"status": "ready", "confinement": confinement,
+                                                                   "notes": notes}))
 
     current = {"id": None}
 
