@@ -262,7 +262,8 @@ def cmd_reproduce_seeds(args) -> int:
         seeds = seeds_from(args.seeds, args.first_seed)
         sweep = run_sweep(args.exercise, seeds, budget, args.executor, out=out, extra_argv=args.reference_args,
                           command=command_line(args, "reproduce") + f" --out {shlex.quote(str(out))}")
-    verdicts = claims.judge_all(claims.load(args.exercise), sweep.runs, sweep.data_source, budget)
+    verdicts = claims.judge_all(claims.load(args.exercise), sweep.runs, sweep.data_source, budget,
+                                claims.load_tables(args.exercise))
     if not args.from_bands:
         (out / "sweep.json").write_text(json.dumps(
             {"exercise": args.exercise, "provenance": sweep.provenance(),
