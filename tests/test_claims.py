@@ -4,7 +4,7 @@ import json
 import pytest
 
 from labcheck import claims, paths, study
-from labcheck.exercises import EXERCISES
+from labcheck.exercises import EXERCISES, get
 
 CLAIM_FILES = sorted((paths.reference_dir() / "claims").glob("*.json"))
 
@@ -51,7 +51,7 @@ def test_report_and_plot(tmp_path):
                         [{"data_source": "fashion-mnist", "device": "cpu", "config": {}, "seconds": 1.0,
                           "metrics": {}}] * 3, "serial", "labcheck reproduce demo --seeds 3", 3.5)
     text = claims.report_markdown("demo", verdicts, sweep, image="claims.png")
-    assert "| `c` |" in text and "**reproduced**" in text and "![claims](claims.png)" in text
+    assert "| `c` w |" in text and "**reproduced**" in text and "![claims](claims.png)" in text
     assert "2 claims tested as one family" in text and "Holm p = " in text
     claims.plot(verdicts, tmp_path / "claims.png", "demo")
     assert (tmp_path / "claims.png").stat().st_size > 1000
@@ -73,7 +73,7 @@ def test_claim_file_is_valid(path):
     if "full" not in content.get("sweeps", {}):
         pytest.skip(f"no full sweep of {path.stem} stored yet: labcheck bands {path.stem} --seeds 5")
     banded = {name.split(".", 1)[1] for name in content["bands"]}
-    for c in loaded:
+    for c in filter(lambda c: c.metric is not None, loaded):  # a claim nothing of ours measures names no metric
         for metric in filter(None, (c.metric, c.other_metric)):
             assert metric in banded, f"{c.id}: {metric} is not a band metric of {path.stem}"
 
@@ -95,3 +95,25 @@ def test_a_claim_on_generated_data_is_judged_whatever_the_runs_real_data_set():
     assert sensing.verdict == claims.REPRODUCED and "judged on" not in sensing.detail
     real = claims.judge(claim(metric="lo", compare="less:hi", data_source="mnist"), ours, "mnist-5k")
     assert real.verdict == claims.NOT_COMPARABLE and "data differ" in real.detail
+
+
+@pytest.mark.parametrize("exercise", EXERCISES)
+def test_every_claim_quotes_its_seed_at_the_stated_line(exercise):
+    """A claim is the seed's words: its quote is on its line of the seed file (whitespace aside); a question of
+    ours names the seed line it asks about; every code problem quotes its line."""
+    seed = get(exercise).seed_path
+    if not seed.exists():
+        pytest.skip(f"{seed} is not beside this checkout")
+    lines = seed.read_text().split("\n")
+
+    def on_line(quote: str, line: int) -> bool:
+        return 0 < line <= len(lines) and " ".join(quote.split()) in " ".join(lines[line - 1].split())
+
+    loaded = claims.load(exercise)
+    for c in loaded:
+        assert c.line > 0, f"{c.id}: no seed line"
+        assert c.question or c.quote, f"{c.id}: a claim of the seed without its words"
+        if c.quote:
+            assert on_line(c.quote, c.line), f"{c.id}: {c.quote!r} is not on line {c.line} of {seed.name}"
+    for problem in claims.code_problems(exercise):
+        assert on_line(problem["quote"], problem["line"]), problem

@@ -20,8 +20,15 @@ The file's "sampling" table names, per metric pattern, the evaluation set every 
 (items per data source) and the size of the seed's own draw, with the reason (procedure.Sampling); the
 metric's domain is the `limits` table of the exercise's bands file.
 
+The file has three lists. "claims": what the seed said or printed, each with its `quote` (the seed's words
+or numbers, verbatim) and `line` in the seed file, and its settings as the seed ran them. "questions":
+questions WE ask of the seed's data (hypotheses of ours, never presented as the seed's), judged by the
+same procedure in a separately named section. "code_problems": the seed's code problems that matter to a
+grader (line, quote, problem).
+
 Claim fields: id, what, where, seed_value (number, string or null), metric, compare, data_source,
-seed_data, seed_settings, settings_differ (null or a sentence), optional resolution, judge_on, budget.
+seed_data, seed_settings, settings_differ (null or a sentence), optional resolution, judge_on, budget,
+quote, line.
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from labcheck import paths, procedure
+from labcheck import procedure
 from labcheck.procedure import NOT_COMPARABLE, NOT_REPRODUCED, REPRODUCED, UNDECIDED
 
 # Data that a reference generates itself by the seed's recipe, the same on every machine: a claim measured on
@@ -55,6 +62,9 @@ class Claim:
     resolution: float = 0.0  # half a unit of the seed's last printed digit
     judge_on: tuple[str, ...] = ()  # other data sources on which a relational claim is still judged
     budget: str = "full"  # the budget of our runs it is comparable with; "any" when no budget changes it
+    quote: str = ""  # the seed's own words or printed numbers, verbatim (whitespace aside)
+    line: int = 0  # the line of the seed file (../shared/seeds/) where the quote is
+    question: bool = False  # a question we ask of the seed's data ("questions" in the file), not the seed's claim
 
     @property
     def kind(self) -> str:
@@ -146,12 +156,10 @@ def distribution(values: list[float | None]) -> str:
     return ", ".join(f"{value} x{n}" for value, n in sorted(counts.items()))
 
 
-def claims_dir() -> Path:
-    return paths.reference_dir() / "claims"
-
-
 def _claims_file(exercise: str, directory: Path | None) -> dict | None:
-    path = (directory or claims_dir()) / f"{exercise}.json"
+    from labcheck.exercises import get
+
+    path = directory / f"{exercise}.json" if directory else get(exercise).claims_path
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -160,18 +168,23 @@ def load(exercise: str, directory: Path | None = None) -> list[Claim]:
     content = _claims_file(exercise, directory)
     if content is None:
         return []
-    fields = {f.name for f in dataclasses.fields(Claim)}
+    fields = {f.name for f in dataclasses.fields(Claim)} - {"question"}
     claims = []
-    for raw in content["claims"]:
-        unknown = set(raw) - fields
-        if unknown:
-            raise ValueError(f"{exercise}: claim {raw.get('id')!r} has unknown fields {sorted(unknown)}")
-        raw = {**raw, "judge_on": tuple(raw.get("judge_on", ()))}
-        claims.append(Claim(**raw))
+    for section, question in (("claims", False), ("questions", True)):
+        for raw in content.get(section, []):
+            unknown = set(raw) - fields
+            if unknown:
+                raise ValueError(f"{exercise}: claim {raw.get('id')!r} has unknown fields {sorted(unknown)}")
+            claims.append(Claim(**{**raw, "judge_on": tuple(raw.get("judge_on", ())), "question": question}))
     ids = [c.id for c in claims]
     if len(ids) != len(set(ids)):
         raise ValueError(f"{exercise}: claim ids are not unique: {ids}")
     return claims
+
+
+def code_problems(exercise: str, directory: Path | None = None) -> list[dict]:
+    """The seed's code problems that matter to a grader: {"line", "quote", "problem"} each."""
+    return (_claims_file(exercise, directory) or {}).get("code_problems", [])
 
 
 def load_tables(exercise: str, directory: Path | None = None) -> Tables:
@@ -274,10 +287,24 @@ def summary_lines(verdicts: list[Verdict]) -> list[str]:
     return lines
 
 
-def report_markdown(exercise: str, verdicts: list[Verdict], sweep, image: str | None = None) -> str:
-    """report.md: summary, provenance of the sweep, one table row per claim, then each claim's notes."""
+def _table(verdicts: list[Verdict]) -> list[str]:
+    lines = ["| claim | the seed (line: its words) | seed value | ours | verdict | test: n, statistic, p, Holm p, "
+             "interval, effect size |", "|---|---|---|---|---|---|"]
+    for v in verdicts:
+        c = v.claim
+        said = f"{c.line}: \"{c.quote}\"" if c.quote else f"{c.line}" if c.line else "-"
+        lines.append(f"| `{c.id}` {c.what} | {said} | {c.seed_value} | {v.ours_text()} | **{v.verdict}** | "
+                     f"{v.outcome_text()} |")
+    return lines
+
+
+def report_markdown(exercise: str, verdicts: list[Verdict], sweep, image: str | None = None,
+                    problems: list[dict] = ()) -> str:
+    """report.md: summary, our runs, the seed's claims, our questions, the seed's code problems, notes."""
     prov = sweep.provenance()
     seconds = ", ".join(f"{s:.1f}" for s in prov["seconds"])
+    seed_claims = [v for v in verdicts if not v.claim.question]
+    questions = [v for v in verdicts if v.claim.question]
     lines = [
         f"# {exercise}: the seed notebook's claims against {len(sweep.seeds)} seeds of our reference",
         "",
@@ -294,15 +321,17 @@ def report_markdown(exercise: str, verdicts: list[Verdict], sweep, image: str | 
         + ". Not comparable: the seed's data or settings differ from ours (said which), or nothing of ours "
         "measures the claim.",
         "",
-        "## Claims",
+        "## What the seed said or printed",
         "",
-        "| claim | what | seed | ours | verdict | test: n, statistic, p, Holm p, interval, effect size |",
-        "|---|---|---|---|---|---|",
+        *_table(seed_claims),
     ]
-    for v in verdicts:
-        c = v.claim
-        lines.append(f"| `{c.id}` | {c.what} | {c.seed_value} | {v.ours_text()} | **{v.verdict}** | "
-                     f"{v.outcome_text()} |")
+    if questions:
+        lines += ["", "## Questions we ask of the seed's data", "",
+                  "Hypotheses of ours, not the seed's: a verdict here says nothing of the student's work.", "",
+                  *_table(questions)]
+    if problems:
+        lines += ["", "## The seed's code problems", ""]
+        lines += [f"- line {p['line']}, `{p['quote']}`: {p['problem']}" for p in problems]
     lines += ["", "## Where each claim comes from, and the distribution of ours over seeds", ""]
     for v in verdicts:
         c = v.claim

@@ -270,7 +270,8 @@ def cmd_reproduce_seeds(args) -> int:
              "runs": [{k: r[k] for k in ("seed", "data_source", "metrics", "seconds")} for r in sweep.runs]},
             indent=1) + "\n")
     claims.plot(verdicts, out / "claims.png", title=f"{args.exercise}: seed claims vs {len(seeds)} seeds ({budget})")
-    report = claims.report_markdown(args.exercise, verdicts, sweep, image="claims.png")
+    report = claims.report_markdown(args.exercise, verdicts, sweep, image="claims.png",
+                                    problems=claims.code_problems(args.exercise))
     (out / "report.md").write_text(report)
     print(report)
     print(f"report in {out / 'report.md'}")
