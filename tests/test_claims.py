@@ -51,7 +51,7 @@ def test_report_and_plot(tmp_path):
                         [{"data_source": "fashion-mnist", "device": "cpu", "config": {}, "seconds": 1.0,
                           "metrics": {}}] * 3, "serial", "labcheck reproduce demo --seeds 3", 3.5)
     text = claims.report_markdown("demo", verdicts, sweep, image="claims.png")
-    assert "| `c` w |" in text and "**reproduced**" in text and "![claims](claims.png)" in text
+    assert "| `c` | w |" in text and "**reproduced**" in text and "![claims](claims.png)" in text
     assert "2 claims tested as one family" in text and "Holm p = " in text
     claims.plot(verdicts, tmp_path / "claims.png", "demo")
     assert (tmp_path / "claims.png").stat().st_size > 1000

@@ -288,12 +288,12 @@ def summary_lines(verdicts: list[Verdict]) -> list[str]:
 
 
 def _table(verdicts: list[Verdict]) -> list[str]:
-    lines = ["| claim | the seed (line: its words) | seed value | ours | verdict | test: n, statistic, p, Holm p, "
-             "interval, effect size |", "|---|---|---|---|---|---|"]
+    lines = ["| claim | what | the seed (line: its words) | seed value | ours | verdict | test: n, statistic, p, "
+             "Holm p, interval, effect size |", "|---|---|---|---|---|---|---|"]
     for v in verdicts:
         c = v.claim
         said = f"{c.line}: \"{c.quote}\"" if c.quote else f"{c.line}" if c.line else "-"
-        lines.append(f"| `{c.id}` {c.what} | {said} | {c.seed_value} | {v.ours_text()} | **{v.verdict}** | "
+        lines.append(f"| `{c.id}` | {c.what} | {said} | {c.seed_value} | {v.ours_text()} | **{v.verdict}** | "
                      f"{v.outcome_text()} |")
     return lines
 
