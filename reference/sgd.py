@@ -18,8 +18,8 @@ so their parameters equal torch.optim.SGD's bit for bit, and the custom and torc
 A textbook `p -= lr * g` rounds twice and differs from torch by float rounding only.
 
 Seed bugs not copied: its `initialize_nn` rebinds each entry to `zeros_like(param)` (a new tensor
-that does not require grad: the biases were never trained) and draws the first network from
-uniform(-1, 1) with nonzero biases; its `test()` divides each batch's correct count by the nominal
+that does not require grad: the biases were never trained; its uniform(-1, 1) first draw is replaced by
+`initialize_nn` before anything is printed, and its network has 50 hidden units, not 100); its `test()` divides each batch's correct count by the nominal
 batch size on a drop_last loader (the last 16 test images are never seen); it does not shuffle, and
 re-initializes each run with a fresh draw (so its custom vs torch comparison mixes two inits).
 """

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from labcheck import claims, paths, study
-from labcheck.exercises import EXERCISES
+from labcheck.exercises import EXERCISES, get
 
 CLAIM_FILES = sorted((paths.reference_dir() / "claims").glob("*.json"))
 
@@ -20,41 +20,10 @@ def runs(**columns) -> list[dict]:
     return [{"metrics": {k: v[i] for k, v in columns.items() if v[i] is not None}} for i in range(n)]
 
 
-def test_value_inside_or_outside_the_prediction_interval():
-    ours = runs(m=[0.48, 0.50, 0.52, 0.49, 0.51])
-    # mean 0.5, sd 0.0158, t(0.975; 4) = 2.776, sqrt(1.2) = 1.095: interval 0.5 +- 0.048
-    assert claims.judge(claim(seed_value=0.545), ours, "fashion-mnist").verdict == claims.REPRODUCED
-    assert claims.judge(claim(seed_value=0.56), ours, "fashion-mnist").verdict == claims.NOT_REPRODUCED
-    assert claims.judge(claim(seed_value=0.56, resolution=0.02), ours, "fashion-mnist").verdict == claims.REPRODUCED
-
-
-def test_greater_by_welch_t_test():
-    ours = runs(a=[0.95, 0.96, 0.955, 0.957], b=[0.90, 0.91, 0.905, 0.899])
-    assert claims.judge(claim(metric="a", compare="greater:b"), ours, "fashion-mnist").verdict == claims.REPRODUCED
-    verdict = claims.judge(claim(metric="b", compare="greater:a"), ours, "fashion-mnist")
-    assert verdict.verdict == claims.NOT_REPRODUCED and "p = " in verdict.detail
-    overlapping = runs(a=[0.90, 0.95, 0.92], b=[0.91, 0.94, 0.93])
-    from scipy import stats  # the written-out statistic is scipy's Welch test where scipy does not warn
-
-    for x, y in (([0.95, 0.96, 0.955, 0.957], [0.90, 0.91, 0.905, 0.899]), ([0.90, 0.95, 0.92], [0.91, 0.94, 0.93])):
-        for greater in (True, False):
-            expected = stats.ttest_ind(x, y, equal_var=False, alternative="greater" if greater else "less").pvalue
-            assert claims.welch_one_sided(x, y, greater) == pytest.approx(expected, rel=1e-9)
-    assert claims.judge(claim(metric="a", compare="greater:b"), overlapping, "x").verdict != claims.REPRODUCED
-
-
-def test_less_between_constants_is_their_comparison():
-    ours = runs(a=[6.0, 6.0, 6.0], b=[10.0, 10.0, 10.0])
-    assert claims.judge(claim(metric="a", compare="less:b"), ours, "fashion-mnist").verdict == claims.REPRODUCED
-    assert claims.judge(claim(metric="b", compare="less:a"), ours, "fashion-mnist").verdict == claims.NOT_REPRODUCED
-
-
-def test_equal_counts_seeds_and_a_missing_answer_is_an_answer():
+def test_missing_answers_are_part_of_a_grid_claims_distribution():
     ours = runs(w=[32.0, 32.0, None])
-    verdict = claims.judge(claim(metric="w", compare="equal", seed_value=128), ours, "fashion-mnist")
-    assert verdict.verdict == claims.NOT_REPRODUCED and verdict.answers == {"32": 2, "None": 1}
-    assert claims.judge(claim(metric="w", compare="equal", seed_value=32), ours, "fashion-mnist").verdict == \
-        claims.REPRODUCED
+    verdict = claims.judge(claim(metric="w", compare="grid", seed_value=128), ours, "fashion-mnist")
+    assert verdict.ours == [32.0, 32.0, None] and verdict.ours_text() == "32 x2, none x1"
 
 
 def test_not_comparable_says_which_difference():
@@ -82,7 +51,8 @@ def test_report_and_plot(tmp_path):
                         [{"data_source": "fashion-mnist", "device": "cpu", "config": {}, "seconds": 1.0,
                           "metrics": {}}] * 3, "serial", "labcheck reproduce demo --seeds 3", 3.5)
     text = claims.report_markdown("demo", verdicts, sweep, image="claims.png")
-    assert "| `c` |" in text and "**reproduced**" in text and "![claims](claims.png)" in text
+    assert "| `c` | w |" in text and "**reproduced**" in text and "![claims](claims.png)" in text
+    assert "2 claims tested as one family" in text and "Holm p = " in text
     claims.plot(verdicts, tmp_path / "claims.png", "demo")
     assert (tmp_path / "claims.png").stat().st_size > 1000
 
@@ -95,7 +65,7 @@ def test_claim_file_is_valid(path):
     loaded = claims.load(path.stem, path.parent)
     assert loaded and json.loads(path.read_text())["exercise"] == path.stem
     for c in loaded:
-        assert c.kind in claims.TESTS, c.id
+        assert c.kind in claims.KINDS, c.id
         assert c.metric is not None or c.settings_differ, f"{c.id}: no metric and no reason"
         assert c.budget in ("any", "full", "quick"), c.id
     bands_file = paths.bands_dir() / f"{path.stem}.json"
@@ -103,7 +73,7 @@ def test_claim_file_is_valid(path):
     if "full" not in content.get("sweeps", {}):
         pytest.skip(f"no full sweep of {path.stem} stored yet: labcheck bands {path.stem} --seeds 5")
     banded = {name.split(".", 1)[1] for name in content["bands"]}
-    for c in loaded:
+    for c in filter(lambda c: c.metric is not None, loaded):  # a claim nothing of ours measures names no metric
         for metric in filter(None, (c.metric, c.other_metric)):
             assert metric in banded, f"{c.id}: {metric} is not a band metric of {path.stem}"
 
@@ -114,7 +84,7 @@ def test_claims_use_plain_runs_from_a_sweep():
                   {"seed": 1, "data_source": "fashion-mnist", "metrics": {"m": 0.52}}]
     verdict = claims.judge(claim(seed_value=0.51), sweep_runs, "fashion-mnist")
     assert verdict.verdict == claims.REPRODUCED and verdict.ours == [0.5, 0.52]
-    assert verdict.ours_text() == "0.51 +- 0.014 (2)"
+    assert verdict.ours_text() == "0.51 +- 0.014 (2)" and verdict.outcome.n == 2
 
 
 def test_a_claim_on_generated_data_is_judged_whatever_the_runs_real_data_set():
@@ -125,3 +95,25 @@ def test_a_claim_on_generated_data_is_judged_whatever_the_runs_real_data_set():
     assert sensing.verdict == claims.REPRODUCED and "judged on" not in sensing.detail
     real = claims.judge(claim(metric="lo", compare="less:hi", data_source="mnist"), ours, "mnist-5k")
     assert real.verdict == claims.NOT_COMPARABLE and "data differ" in real.detail
+
+
+@pytest.mark.parametrize("exercise", EXERCISES)
+def test_every_claim_quotes_its_seed_at_the_stated_line(exercise):
+    """A claim is the seed's words: its quote is on its line of the seed file (whitespace aside); a question of
+    ours names the seed line it asks about; every code problem quotes its line."""
+    seed = get(exercise).seed_path
+    if not seed.exists():
+        pytest.skip(f"{seed} is not beside this checkout")
+    lines = seed.read_text().split("\n")
+
+    def on_line(quote: str, line: int) -> bool:
+        return 0 < line <= len(lines) and " ".join(quote.split()) in " ".join(lines[line - 1].split())
+
+    loaded = claims.load(exercise)
+    for c in loaded:
+        assert c.line > 0, f"{c.id}: no seed line"
+        assert c.question or c.quote, f"{c.id}: a claim of the seed without its words"
+        if c.quote:
+            assert on_line(c.quote, c.line), f"{c.id}: {c.quote!r} is not on line {c.line} of {seed.name}"
+    for problem in claims.code_problems(exercise):
+        assert on_line(problem["quote"], problem["line"]), problem

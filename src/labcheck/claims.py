@@ -1,18 +1,13 @@
 """The seed notebooks' claims, judged against a sweep of our reference over seeds.
 
-reference/claims/<id>.json lists what a seed notebook printed or concluded (fields: `Claim`; the
-schema with an example is in ../notes/SKELETON.md). Each claim is compared with `band_metrics` of our
-runs, one run per seed, by ONE stated test per kind of claim:
+reference/claims/<id>.json lists what a seed notebook printed or concluded (fields: `Claim`). Each claim is
+compared with `band_metrics` of our runs, one run per seed, by the one statistical procedure written down
+in labcheck.procedure (the test of each kind of claim, the variance our runs do not sample, Holm's
+correction over the exercise's claims). `compare` names the test:
 
-  compare "value"          the seed's single number against our seed-to-seed distribution: reproduced
-                           when it lies inside the two-sided 95% prediction interval of a new run,
-                           mean +- t(0.975; n-1) * sd * sqrt(1 + 1/n) (widened by the claim's
-                           "resolution", half a unit of the last digit the seed printed).
-  compare "greater:<m>"    "metric > m" (or "less:<m>", "metric < m"): Welch's t-test across our seeds,
-                           one-sided, reproduced when p < 0.05. When neither sample varies, the test is
-                           the comparison of the two constants.
-  compare "equal"          an exact answer (e.g. the smallest interpolating width): reproduced when at
-                           least half of our seeds give exactly the seed's answer.
+  compare "value"          the seed's number as one more of our runs (procedure, test 1)
+  compare "grid"           an answer on a grid or an integer: eta*, a width, an epoch, a count (test 2)
+  compare "greater:<m>"    "metric > m" (or "less:<m>", "metric < m") on runs paired by seed (test 3)
 
 "not comparable" comes first: the claim names no metric of ours, its `settings_differ` says how our
 settings differ, it was measured on other data than our runs used (`data_source`), unless our
@@ -21,33 +16,37 @@ on the data set's size, judged with the difference stated) or the data is one th
 itself by the seed's recipe (GENERATED_SOURCES, e.g. ps2's Gaussian sensing problem), or our runs used another budget than the
 claim's `budget` ("full" unless "any": e.g. width's eta*, which no pass count changes).
 
+The file's "sampling" table names, per metric pattern, the evaluation set every one of our seeds shares
+(items per data source) and the size of the seed's own draw, with the reason (procedure.Sampling); the
+metric's domain is the `limits` table of the exercise's bands file.
+
+The file has three lists. "claims": what the seed said or printed, each with its `quote` (the seed's words
+or numbers, verbatim) and `line` in the seed file, and its settings as the seed ran them. "questions":
+questions WE ask of the seed's data (hypotheses of ours, never presented as the seed's), judged by the
+same procedure in a separately named section. "code_problems": the seed's code problems that matter to a
+grader (line, quote, problem).
+
 Claim fields: id, what, where, seed_value (number, string or null), metric, compare, data_source,
-seed_data, seed_settings, settings_differ (null or a sentence), optional resolution, judge_on, budget.
+seed_data, seed_settings, settings_differ (null or a sentence), optional resolution, judge_on, budget,
+quote, line.
 """
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import math
 import statistics
 from collections import Counter
 from pathlib import Path
 
-from labcheck import paths
+from labcheck import procedure
+from labcheck.procedure import NOT_COMPARABLE, NOT_REPRODUCED, REPRODUCED, UNDECIDED
 
-LEVEL = 0.05  # significance of Welch's test; 1 - LEVEL is the prediction interval's coverage
-REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE = "reproduced", "not reproduced", "not comparable"
 # Data that a reference generates itself by the seed's recipe, the same on every machine: a claim measured on
 # it is comparable whichever data set the run's other parts used (its data_source names the real data set).
 GENERATED_SOURCES = {"gaussian-sensing"}
-TESTS = {
-    "value": f"seed value inside our {1 - LEVEL:.0%} prediction interval for one new run",
-    "greater": f"Welch's t-test across our seeds, one-sided, p < {LEVEL}",
-    "less": f"Welch's t-test across our seeds, one-sided, p < {LEVEL}",
-    "equal": "at least half of our seeds give exactly the seed's answer",
-}
-
-
+KINDS = ("value", "grid", "greater", "less")
 @dataclasses.dataclass(frozen=True)
 class Claim:
     id: str  # unique within the exercise
@@ -55,7 +54,7 @@ class Claim:
     where: str  # where in the seed notebook (a few quoted words)
     seed_value: float | str | None  # the seed's number or answer
     metric: str | None  # key of band_metrics(result) compared with it (None: nothing of ours measures it)
-    compare: str  # "value", "greater:<metric>", "less:<metric>" or "equal"
+    compare: str  # "value", "grid", "greater:<metric>" or "less:<metric>"
     data_source: str  # the data the seed measured on ("mnist", "fashion-mnist", ...)
     seed_data: str  # the seed's data in words
     seed_settings: str  # the seed's settings in words
@@ -63,6 +62,9 @@ class Claim:
     resolution: float = 0.0  # half a unit of the seed's last printed digit
     judge_on: tuple[str, ...] = ()  # other data sources on which a relational claim is still judged
     budget: str = "full"  # the budget of our runs it is comparable with; "any" when no budget changes it
+    quote: str = ""  # the seed's own words or printed numbers, verbatim (whitespace aside)
+    line: int = 0  # the line of the seed file (../shared/seeds/) where the quote is
+    question: bool = False  # a question we ask of the seed's data ("questions" in the file), not the seed's claim
 
     @property
     def kind(self) -> str:
@@ -73,23 +75,69 @@ class Claim:
         return self.compare.split(":", 1)[1] if ":" in self.compare else None
 
 
+@dataclasses.dataclass(frozen=True)
+class Tables:
+    """What the procedure needs to know of an exercise's metrics besides the runs."""
+    sampling: dict  # metric pattern -> {"ours": {source: items}, "seed": items | None, "why": ...}
+    limits: dict  # metric pattern -> {"lo", "hi", ...}: the bands file's limits (the metric's domain)
+
+    def sampling_for(self, metric: str, source: str) -> procedure.Sampling:
+        for pattern, spec in self.sampling.items():
+            if fnmatch.fnmatchcase(metric, pattern):
+                return procedure.Sampling(spec.get("ours", {}).get(source), spec.get("seed"))
+        return procedure.NO_SAMPLING
+
+    def domain(self, metric: str) -> tuple[float | None, float | None]:
+        from labcheck import bands
+
+        spec = bands.limits_for(metric, self.limits)
+        return spec["lo"], spec["hi"]
+
+
+NO_TABLES = Tables({}, {})
+
+
 @dataclasses.dataclass
 class Verdict:
     claim: Claim
-    verdict: str  # REPRODUCED, NOT_REPRODUCED or NOT_COMPARABLE
+    verdict: str  # REPRODUCED, NOT_REPRODUCED, UNDECIDED or NOT_COMPARABLE
     ours: list[float]  # the claim's metric over our seeds (runs lacking it are left out)
     other: list[float]  # greater/less: the compared metric over our seeds
-    test: str  # the test used, in words
-    detail: str  # its outcome: the interval, the p-value, the share of seeds, or why not comparable
-    answers: dict = dataclasses.field(default_factory=dict)  # equal: answer -> number of seeds
+    detail: str  # why not comparable, or a note on the data judged on
+    outcome: procedure.Outcome | None = None  # the test's result (None: not tested)
+    step: procedure.HolmStep | None = None  # Holm's step for it within the exercise's family
+    family: int = 0  # number of tested claims in the family
+
+    @property
+    def test(self) -> str:
+        return self.outcome.test if self.outcome else "not tested"
 
     def ours_text(self) -> str:
+        if self.claim.kind == "grid":
+            return distribution(self.ours)
         text = summarize(self.ours)
         if self.claim.other_metric:
             text = f"{text} vs {self.claim.other_metric} {summarize(self.other)}"
-        if self.answers:
-            text = ", ".join(f"{k}: {v}/{sum(self.answers.values())}" for k, v in self.answers.items())
         return text
+
+    def interval(self) -> tuple[float, float] | None:
+        """A value claim's interval at the level Holm applied to it."""
+        if self.outcome is None or self.outcome.interval is None:
+            return None
+        return self.outcome.interval(self.step.level)
+
+    def outcome_text(self) -> str:
+        """Test, n, statistic, p, Holm-adjusted p, interval and effect size, in one line."""
+        if self.outcome is None:
+            return self.detail
+        o, s = self.outcome, self.step
+        parts = [f"n = {o.n}", o.statistic, f"p = {o.p:.3g}", f"Holm p = {s.adjusted_p:.3g} (of {self.family})"]
+        interval = self.interval()
+        if interval:
+            parts.append(f"{self.claim.seed_value} {'inside' if interval[0] <= float(self.claim.seed_value) <= interval[1] else 'outside'} "
+                         f"[{interval[0]:.4g}, {interval[1]:.4g}] at level {s.level:.2g}")
+        parts.append(o.effect)
+        return "; ".join(parts) + (f" {self.detail}" if self.detail else "")
 
 
 def summarize(values: list[float]) -> str:
@@ -100,67 +148,62 @@ def summarize(values: list[float]) -> str:
     return f"{statistics.fmean(values):.4g} +- {sd:.2g} ({len(values)})"
 
 
-def distribution(values: list[float]) -> str:
+def distribution(values: list[float | None]) -> str:
     """'0.01 x6, 0.02 x4': each distinct value (4 significant digits) and how many seeds gave it."""
     if not values:
         return "no run reports it"
-    counts = Counter(float(f"{v:.4g}") for v in values)
-    return ", ".join(f"{value:g} x{n}" for value, n in sorted(counts.items()))
+    counts = Counter("none" if v is None else f"{float(v):.4g}" for v in values)
+    return ", ".join(f"{value} x{n}" for value, n in sorted(counts.items()))
 
 
-def claims_dir() -> Path:
-    return paths.reference_dir() / "claims"
+def _claims_file(exercise: str, directory: Path | None) -> dict | None:
+    from labcheck.exercises import get
+
+    path = directory / f"{exercise}.json" if directory else get(exercise).claims_path
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def load(exercise: str, directory: Path | None = None) -> list[Claim]:
     """The claims of reference/claims/<exercise>.json (an empty list when the file does not exist)."""
-    path = (directory or claims_dir()) / f"{exercise}.json"
-    if not path.exists():
+    content = _claims_file(exercise, directory)
+    if content is None:
         return []
-    content = json.loads(path.read_text())
-    fields = {f.name for f in dataclasses.fields(Claim)}
+    fields = {f.name for f in dataclasses.fields(Claim)} - {"question"}
     claims = []
-    for raw in content["claims"]:
-        unknown = set(raw) - fields
-        if unknown:
-            raise ValueError(f"{path}: claim {raw.get('id')!r} has unknown fields {sorted(unknown)}")
-        raw = {**raw, "judge_on": tuple(raw.get("judge_on", ()))}
-        claims.append(Claim(**raw))
+    for section, question in (("claims", False), ("questions", True)):
+        for raw in content.get(section, []):
+            unknown = set(raw) - fields
+            if unknown:
+                raise ValueError(f"{exercise}: claim {raw.get('id')!r} has unknown fields {sorted(unknown)}")
+            claims.append(Claim(**{**raw, "judge_on": tuple(raw.get("judge_on", ())), "question": question}))
     ids = [c.id for c in claims]
     if len(ids) != len(set(ids)):
-        raise ValueError(f"{path}: claim ids are not unique: {ids}")
+        raise ValueError(f"{exercise}: claim ids are not unique: {ids}")
     return claims
+
+
+def code_problems(exercise: str, directory: Path | None = None) -> list[dict]:
+    """The seed's code problems that matter to a grader: {"line", "quote", "problem"} each."""
+    return (_claims_file(exercise, directory) or {}).get("code_problems", [])
+
+
+def load_tables(exercise: str, directory: Path | None = None) -> Tables:
+    """The claims file's sampling table and the bands file's limits of `exercise`."""
+    from labcheck.exercises import get
+
+    content = _claims_file(exercise, directory) or {}
+    bands_path = get(exercise).bands_path
+    limits = json.loads(bands_path.read_text()).get("limits", {}) if bands_path.exists() else {}
+    return Tables(content.get("sampling", {}), limits)
 
 
 def _column(runs: list[dict], metric: str | None) -> list[float]:
     return [r["metrics"][metric] for r in runs if metric and metric in r["metrics"]]
 
 
-def prediction_interval(values: list[float], level: float = LEVEL) -> tuple[float, float]:
-    """Two-sided (1 - level) prediction interval for one new draw (normal approximation)."""
-    from scipy import stats
-
-    n = len(values)
-    mean = statistics.fmean(values)
-    if n < 2:
-        return mean, mean
-    half = float(stats.t.ppf(1 - level / 2, n - 1)) * statistics.stdev(values) * math.sqrt(1 + 1 / n)
-    return mean - half, mean + half
-
-
-def welch_one_sided(a: list[float], b: list[float], greater: bool) -> float:
-    """p-value of Welch's t-test for mean(a) > mean(b) (greater) or < (otherwise)."""
-    from scipy import stats
-
-    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:  # two constants: no test needed
-        holds = a[0] > b[0] if greater else a[0] < b[0]
-        return 0.0 if holds else 1.0
-    # Welch's statistic written out (scipy's ttest_ind warns of "catastrophic cancellation" when one
-    # sample is constant, e.g. every seed at effective rank 5, though the test is well defined then).
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    t = (statistics.fmean(a) - statistics.fmean(b)) / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    return float(stats.t.sf(t, df) if greater else stats.t.cdf(t, df))
+def _pairs(runs: list[dict], a: str, b: str) -> tuple[list[float], list[float]]:
+    both = [r["metrics"] for r in runs if a in r["metrics"] and b in r["metrics"]]
+    return [m[a] for m in both], [m[b] for m in both]
 
 
 def measured_on_our_data(claim: Claim, source: str) -> bool:
@@ -180,79 +223,120 @@ def not_comparable_reason(claim: Claim, source: str, budget: str) -> str | None:
     return None
 
 
-def judge(claim: Claim, runs: list[dict], source: str, budget: str = "full") -> Verdict:
-    """The verdict on one claim from our runs (each {"metrics": band_metrics(result)}) at `budget`."""
-    ours, other = _column(runs, claim.metric), _column(runs, claim.other_metric)
-    kind = claim.kind
-    test = TESTS.get(kind)
-    if test is None:
+def outcome_of(claim: Claim, runs: list[dict], source: str, budget: str = "full",
+               tables: Tables = NO_TABLES) -> Verdict:
+    """One claim's test outcome, before the family's correction (verdict NOT_COMPARABLE when not tested)."""
+    if claim.kind not in KINDS:
         raise ValueError(f"claim {claim.id!r}: unknown compare {claim.compare!r}")
+    ours, other = _column(runs, claim.metric), _column(runs, claim.other_metric)
     reason = not_comparable_reason(claim, source, budget)
     if reason:
-        return Verdict(claim, NOT_COMPARABLE, ours, other, test, reason)
-    note = "" if measured_on_our_data(claim, source) else f" (judged on {source}, not the seed's {claim.seed_data})"
-    if kind == "equal":
-        answers = Counter(str(_plain(r["metrics"].get(claim.metric))) for r in runs)
-        share = answers.get(str(_plain(claim.seed_value)), 0) / len(runs)
-        verdict = REPRODUCED if share >= 0.5 else NOT_REPRODUCED
-        return Verdict(claim, verdict, ours, other, test,
-                       f"{share:.0%} of {len(runs)} seeds give {claim.seed_value}{note}", dict(answers.most_common()))
-    if len(ours) < 2 or (kind != "value" and len(other) < 2):
-        return Verdict(claim, NOT_COMPARABLE, ours, other, test, f"fewer than 2 of our runs report {claim.metric}")
-    if kind == "value":
-        lo, hi = prediction_interval(ours)
-        inside = lo - claim.resolution <= float(claim.seed_value) <= hi + claim.resolution
-        return Verdict(claim, REPRODUCED if inside else NOT_REPRODUCED, ours, other, test,
-                       f"{claim.seed_value} {'inside' if inside else 'outside'} [{lo:.4g}, {hi:.4g}]{note}")
-    p = welch_one_sided(ours, other, greater=kind == "greater")
-    sign = ">" if kind == "greater" else "<"
-    verdict = REPRODUCED if p < LEVEL else NOT_REPRODUCED
-    return Verdict(claim, verdict, ours, other, test,
-                   f"{claim.metric} {sign} {claim.other_metric}: p = {p:.3g}, mean difference "
-                   f"{statistics.fmean(ours) - statistics.fmean(other):+.4g}{note}")
+        return Verdict(claim, NOT_COMPARABLE, ours, other, reason)
+    note = "" if measured_on_our_data(claim, source) else f"(judged on {source}, not the seed's {claim.seed_data})"
+    if claim.kind == "grid":
+        answers = [r["metrics"].get(claim.metric) for r in runs]
+        return Verdict(claim, "", answers, other, note, procedure.grid_test(claim.seed_value, answers))
+    if claim.kind == "value":
+        if len(ours) < 2:
+            return Verdict(claim, NOT_COMPARABLE, ours, other, f"fewer than 2 of our runs report {claim.metric}")
+        outcome = procedure.value_test(float(claim.seed_value), ours, tables.sampling_for(claim.metric, source),
+                                       claim.resolution, tables.domain(claim.metric))
+        return Verdict(claim, "", ours, other, note, outcome)
+    a, b = _pairs(runs, claim.metric, claim.other_metric)
+    if len(a) < 2:
+        return Verdict(claim, NOT_COMPARABLE, ours, other, f"fewer than 2 of our runs report both {claim.metric} "
+                                                           f"and {claim.other_metric}")
+    items = tables.sampling_for(claim.metric, source).ours
+    outcome = procedure.paired_test(a, b, greater=claim.kind == "greater", eval_items=items)
+    return Verdict(claim, "", a, b, note, outcome)
 
 
-def _plain(value):
-    """32.0 -> 32, so answers print and compare as the seed wrote them; None stays 'None'."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+def judge_all(claims: list[Claim], runs: list[dict], source: str, budget: str = "full",
+              tables: Tables = NO_TABLES) -> list[Verdict]:
+    """Every claim's verdict, Holm's correction over the tested ones (procedure's family)."""
+    verdicts = [outcome_of(c, runs, source, budget, tables) for c in claims]
+    tested = [v for v in verdicts if v.outcome is not None]
+    for v, step in zip(tested, procedure.holm([v.outcome.p for v in tested])):
+        v.step, v.family, v.verdict = step, len(tested), procedure.verdict(v.outcome, step)
+    return verdicts
 
 
-def judge_all(claims: list[Claim], runs: list[dict], source: str, budget: str = "full") -> list[Verdict]:
-    return [judge(c, runs, source, budget) for c in claims]
+def judge(claim: Claim, runs: list[dict], source: str, budget: str = "full", tables: Tables = NO_TABLES) -> Verdict:
+    """One claim judged alone (a family of one)."""
+    return judge_all([claim], runs, source, budget, tables)[0]
 
 
 # ---------------------------------------------------------------------------------------------
 # Report
 
+VERDICT_ORDER = (REPRODUCED, NOT_REPRODUCED, UNDECIDED, NOT_COMPARABLE)
 
-def report_markdown(exercise: str, verdicts: list[Verdict], sweep, image: str | None = None) -> str:
-    """report.md: provenance of the sweep, the tests, one table row per claim, then each claim's notes."""
+
+def summary_lines(verdicts: list[Verdict]) -> list[str]:
+    """The counts of each verdict and the family's error rate, for the top of report.md."""
+    counts = Counter(v.verdict for v in verdicts)
+    tested = sum(1 for v in verdicts if v.outcome is not None)
+    lines = ["## Summary", "",
+             "- " + "; ".join(f"**{counts[name]}** {name}" for name in VERDICT_ORDER if counts[name])
+             + f" (of {len(verdicts)} claims)",
+             f"- {tested} claims tested as one family: Holm's procedure keeps the probability of any false "
+             f"verdict among them at most {procedure.FWER:g} (labcheck.procedure)."]
+    reasons = Counter(v.detail.split(":", 1)[0] for v in verdicts if v.verdict == NOT_COMPARABLE)
+    if reasons:
+        lines.append("- not comparable: " + "; ".join(f"{n} {why}" for why, n in reasons.most_common()))
+    return lines
+
+
+def _table(verdicts: list[Verdict]) -> list[str]:
+    lines = ["| claim | what | the seed (line: its words) | seed value | ours | verdict | test: n, statistic, p, "
+             "Holm p, interval, effect size |", "|---|---|---|---|---|---|---|"]
+    for v in verdicts:
+        c = v.claim
+        said = f"{c.line}: \"{c.quote}\"" if c.quote else f"{c.line}" if c.line else "-"
+        lines.append(f"| `{c.id}` | {c.what} | {said} | {c.seed_value} | {v.ours_text()} | **{v.verdict}** | "
+                     f"{v.outcome_text()} |")
+    return lines
+
+
+def report_markdown(exercise: str, verdicts: list[Verdict], sweep, image: str | None = None,
+                    problems: list[dict] = ()) -> str:
+    """report.md: summary, our runs, the seed's claims, our questions, the seed's code problems, notes."""
     prov = sweep.provenance()
     seconds = ", ".join(f"{s:.1f}" for s in prov["seconds"])
+    seed_claims = [v for v in verdicts if not v.claim.question]
+    questions = [v for v in verdicts if v.claim.question]
     lines = [
         f"# {exercise}: the seed notebook's claims against {len(sweep.seeds)} seeds of our reference",
+        "",
+        *summary_lines(verdicts),
+        "",
+        "## Our runs",
         "",
         f"- budget: **{sweep.budget}**; data source of our runs: **{sweep.data_source}**; seeds {sweep.seeds}",
         f"- {prov['machine']}; torch {prov['versions']['torch']}; executor {prov['executor']}; {prov['date']}",
         f"- wall time per run (s): {seconds}; whole sweep {prov['wall_seconds']} s (load average {prov['load_average']})",
         f"- command: `{prov['command']}`",
         "",
-        "Tests: " + "; ".join(f"*{k}*: {v}" for k, v in TESTS.items()) + ". Not comparable: the seed's data or "
-        "settings differ from ours (said which), or nothing of ours measures the claim.",
+        "Tests (labcheck.procedure): " + "; ".join(f"*{k}*: {v}" for k, v in procedure.TEST_NAMES.items())
+        + ". Not comparable: the seed's data or settings differ from ours (said which), or nothing of ours "
+        "measures the claim.",
         "",
-        "| claim | what | seed | ours: mean +- sd (n) | verdict | test outcome |",
-        "|---|---|---|---|---|---|",
+        "## What the seed said or printed",
+        "",
+        *_table(seed_claims),
     ]
-    for v in verdicts:
-        c = v.claim
-        lines.append(f"| `{c.id}` | {c.what} | {c.seed_value} | {v.ours_text()} | **{v.verdict}** | {v.detail} |")
+    if questions:
+        lines += ["", "## Questions we ask of the seed's data", "",
+                  "Hypotheses of ours, not the seed's: a verdict here says nothing of the student's work.", "",
+                  *_table(questions)]
+    if problems:
+        lines += ["", "## The seed's code problems", ""]
+        lines += [f"- line {p['line']}, `{p['quote']}`: {p['problem']}" for p in problems]
     lines += ["", "## Where each claim comes from, and the distribution of ours over seeds", ""]
     for v in verdicts:
         c = v.claim
         lines.append(f"- `{c.id}` ({c.where}): seed data {c.seed_data}; seed settings {c.seed_settings}; "
-                     f"compared with our `{c.metric}` ({c.compare}); ours: {distribution(v.ours)}.")
+                     f"compared with our `{c.metric}` ({c.compare}; {v.test}); ours: {distribution(v.ours)}.")
     if image:
         lines += ["", f"![claims]({image})"]
     return "\n".join(lines) + "\n"
@@ -269,7 +353,7 @@ def plot(verdicts: list[Verdict], path: Path, title: str) -> None:
     cols = min(3, n)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    colors = {REPRODUCED: "tab:green", NOT_REPRODUCED: "tab:red", NOT_COMPARABLE: "tab:gray"}
+    colors = {REPRODUCED: "tab:green", NOT_REPRODUCED: "tab:red", UNDECIDED: "tab:orange", NOT_COMPARABLE: "tab:gray"}
     for ax, v in zip(axes.flat, verdicts):
         columns = [(v.claim.metric or "-", v.ours)]
         if v.claim.other_metric:

@@ -9,6 +9,7 @@ Each exercise is one seed notebook in `../shared/seeds/` and one student contrac
 `../shared/CONTRACTS.md`. The files that belong to it follow from its id:
   reference/<id>.py                    the runnable reference (the oracle)
   reference/bands/<id>.json            its tolerances and metric bands per data source
+  reference/claims/<id>.json           what its seed notebook said, quoted with the line
   tests/contract/test_<id>_contract.py the graded contract tests
   src/labcheck/probes/<id>.py          the grader's side of each graded call: inputs, derived results
   src/labcheck/untrusted/calls/<id>.py the worker's side: calls the student's functions, returns raw data
@@ -65,6 +66,14 @@ class Exercise:
     @property
     def bands_path(self) -> Path:
         return paths.bands_dir() / f"{self.id}.json"
+
+    @property
+    def claims_path(self) -> Path:
+        return paths.reference_dir() / "claims" / f"{self.id}.json"
+
+    @property
+    def seed_path(self) -> Path:
+        return paths.seeds_dir() / self.seed_file
 
     @property
     def contract_tests(self) -> Path:

@@ -38,6 +38,11 @@ def bands_dir() -> Path:
     return reference_dir() / "bands"
 
 
+def seeds_dir() -> Path:
+    """The seed notebooks as text (../shared/seeds/ beside the checkout): what the claims quote."""
+    return repo_root().parent / "shared" / "seeds"
+
+
 def tests_dir() -> Path:
     return repo_root() / "tests"
 

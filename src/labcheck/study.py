@@ -262,14 +262,16 @@ def cmd_reproduce_seeds(args) -> int:
         seeds = seeds_from(args.seeds, args.first_seed)
         sweep = run_sweep(args.exercise, seeds, budget, args.executor, out=out, extra_argv=args.reference_args,
                           command=command_line(args, "reproduce") + f" --out {shlex.quote(str(out))}")
-    verdicts = claims.judge_all(claims.load(args.exercise), sweep.runs, sweep.data_source, budget)
+    verdicts = claims.judge_all(claims.load(args.exercise), sweep.runs, sweep.data_source, budget,
+                                claims.load_tables(args.exercise))
     if not args.from_bands:
         (out / "sweep.json").write_text(json.dumps(
             {"exercise": args.exercise, "provenance": sweep.provenance(),
              "runs": [{k: r[k] for k in ("seed", "data_source", "metrics", "seconds")} for r in sweep.runs]},
             indent=1) + "\n")
     claims.plot(verdicts, out / "claims.png", title=f"{args.exercise}: seed claims vs {len(seeds)} seeds ({budget})")
-    report = claims.report_markdown(args.exercise, verdicts, sweep, image="claims.png")
+    report = claims.report_markdown(args.exercise, verdicts, sweep, image="claims.png",
+                                    problems=claims.code_problems(args.exercise))
     (out / "report.md").write_text(report)
     print(report)
     print(f"report in {out / 'report.md'}")
