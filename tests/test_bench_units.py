@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from labcheck import bench, data, paths
+from labcheck.exercises import get
 
 MINIBATCH_CASES = [name for name, c in bench.CASES.items() if c.dataset is not None and c.exercise != "width"]
 # The fast path (float32 numpy, BLAS sger) and the seed's autograd loop round differently.
@@ -222,11 +223,11 @@ def _graded(statuses: dict[str, str]) -> dict:
 
 def test_grading_class_copies_the_examples_round_robin(tmp_path):
     subs, origin = bench.grading_class("sgd", 5, tmp_path / "class")
-    examples = sorted(p.stem for p in (paths.repo_root() / "examples" / "sgd").glob("*.py") if not p.name.startswith("_"))
+    examples = sorted(p.stem for p in get("sgd").examples_dir.glob("*.py") if not p.name.startswith("_"))
     assert [s.name for s in subs] == sorted(origin) and len(subs) == 5
     assert [origin[s.name] for s in subs] == [examples[i % len(examples)] for i in range(5)]
     for sub in subs:  # each student is a byte copy of its example, graded as its own submission
-        assert sub.path.read_bytes() == (paths.repo_root() / "examples" / "sgd" / f"{origin[sub.name]}.py").read_bytes()
+        assert sub.path.read_bytes() == (get("sgd").examples_dir / f"{origin[sub.name]}.py").read_bytes()
 
 
 def test_grading_mismatches_compare_each_copy_with_its_examples_baseline():

@@ -4,9 +4,9 @@ import json
 import pytest
 
 from labcheck import claims, paths, study
-from labcheck.exercises import EXERCISES, get
+from labcheck.exercises import EXERCISES, REGISTRY, get
 
-CLAIM_FILES = sorted((paths.reference_dir() / "claims").glob("*.json"))
+CLAIM_FILES = sorted(ex.claims_path for ex in REGISTRY.values() if ex.claims_path.is_file())
 
 
 def claim(**overrides) -> claims.Claim:
@@ -61,14 +61,14 @@ def test_report_and_plot(tmp_path):
 def test_claim_file_is_valid(path):
     """Loads (known fields, unique ids), a known exercise, a known compare, and its metrics are ones our
     sweeps measure (checked against the exercise's band files where a sweep exists)."""
-    assert path.stem in EXERCISES
-    loaded = claims.load(path.stem, path.parent)
-    assert loaded and json.loads(path.read_text())["exercise"] == path.stem
+    assert path.parent.name in EXERCISES
+    loaded = claims.load(path.parent.name)
+    assert loaded and json.loads(path.read_text())["exercise"] == path.parent.name
     for c in loaded:
         assert c.kind in claims.KINDS, c.id
         assert c.metric is not None or c.settings_differ, f"{c.id}: no metric and no reason"
         assert c.budget in ("any", "full", "quick"), c.id
-    bands_file = paths.bands_dir() / f"{path.stem}.json"
+    bands_file = path.parent / "bands.json"
     content = json.loads(bands_file.read_text()) if bands_file.exists() else {}
     if "full" not in content.get("sweeps", {}):
         pytest.skip(f"no full sweep of {path.stem} stored yet: labcheck bands {path.stem} --seeds 5")

@@ -74,9 +74,10 @@ def test_every_example_file_is_graded(exercise):
         f"examples/{exercise}/: besides correct.py every example is a buggy_<mistake>.py, got {buggy}")
 
 
-def test_examples_exist_only_for_registered_exercises():
-    folders = sorted(p.name for p in paths.examples_dir().iterdir() if p.is_dir() and p.name != "__pycache__")
-    assert set(folders) <= set(EXERCISES), f"examples for unregistered exercises: {sorted(set(folders) - set(EXERCISES))}"
+def test_every_exercise_folder_is_registered():
+    """A folder under exercises/ without its exercise.py would hold examples and tests nobody runs."""
+    folders = sorted(p.name for p in paths.exercises_dir().iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert folders == sorted(EXERCISES), f"folders without a registry entry: {sorted(set(folders) - set(EXERCISES))}"
 
 
 def expected_failures_node(path) -> ast.AST | None:

@@ -29,7 +29,7 @@ SLOW_CASES = {"loop_at_import", "sys_exit_at_import", "sys_exit_in_call", "os_ex
               "huge_reply"}
 CASE_PARAMS = [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in CASES]
 TESTS = {"test_add": 1.0, "test_matmul": 2.0, "test_scale": 1.0, "test_means": 2.0}
-GUARDED = [paths.repo_root() / "src" / "labcheck", paths.reference_dir(), paths.repo_root() / "runs"]
+GUARDED = [paths.repo_root() / "src" / "labcheck", paths.exercises_dir(), paths.repo_root() / "runs"]
 FORGED = '{"score": 100, "tests": []}'  # what write_results.py appends wherever it can
 PWNED = [paths.repo_root() / "PWNED.txt", paths.repo_root() / "PWNED_DIR", Path("/tmp/labcheck-pwned.txt"),
          Path("/tmp/labcheck-pwned-dir")]
@@ -56,7 +56,7 @@ def place_reference_copies() -> None:
     """Copies of the reference outside the repository, where read_reference_copy.py looks for them."""
     for root in REFERENCE_COPIES:
         shutil.rmtree(root, ignore_errors=True)
-        shutil.copytree(paths.reference_dir(), root / "reference", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(paths.exercises_dir(), root / "exercises", ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(REFERENCE, root / REFERENCE.name)
 
 

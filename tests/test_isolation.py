@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from labcheck import grade, paths, sandbox
+from labcheck.exercises import get
 from labcheck.sandbox import LEVELS, Limits, Sandbox, SubmissionFailure
 
 HOSTILE = paths.tests_dir() / "hostile"
@@ -73,7 +74,9 @@ def test_the_whitelist_file_system_holds_only_the_python_environment(tmp_path):
         assert call("add", 2, 3) == 5
         assert box.isolation["level"] == "whitelist-fs" and box.isolation["launcher"] == "bwrap"
         assert "seccomp: new processes blocked" in box.isolation["details"]
-        for hidden in (paths.reference_dir(), paths.tests_dir(), paths.examples_dir(), paths.repo_root() / ".git",
+        for hidden in (get("width").reference_path, get("width").bands_path, get("width").examples_dir,
+                       paths.tests_dir() / "hostile" / "reference_selftest.py", paths.tests_dir() / "test_isolation.py",
+                       paths.repo_root() / ".git",
                        Path.home() / ".cache", Path("/etc/passwd"), Path("/work/shared"), tmp_path):
             assert call("exists", str(hidden)) is False, hidden
         # Only the top folders of what bwrap was told to show: the system's libraries, /proc, /dev, /tmp and
@@ -93,7 +96,7 @@ def test_without_bubblewrap_the_fallback_confines_and_reports_its_level(no_bwrap
     with Sandbox(look_around(tmp_path), "_selftest", Limits(timeout=60)) as box:
         assert box.call("call", name="add", args=[1, 2]) == 3
         assert box.isolation["level"] == reached["level"]
-        assert box.call("call", name="exists", args=[str(paths.reference_dir() / "width.py")]) is False
+        assert box.call("call", name="exists", args=[str(get("width").reference_path)]) is False
         if os.geteuid() == 0:  # root: private mount namespace, the denied paths hidden by the worker itself
             assert any("paths hidden" in d for d in box.isolation["details"]), box.isolation
     with pytest.raises(RuntimeError) as refusal:

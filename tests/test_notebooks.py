@@ -87,7 +87,7 @@ def definitions(source: str) -> dict[str, str]:
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
 
 
-ALL_EXAMPLES = [pytest.param(p, id=f"{p.parent.name}/{p.stem}")
+ALL_EXAMPLES = [pytest.param(p, id=f"{p.parent.parent.name}/{p.stem}")
                 for ex in EXERCISES for p in sorted(REGISTRY[ex].examples_dir.glob("*.py"))]
 
 
@@ -197,7 +197,7 @@ def test_graded_notebook_names_the_missing_global(tmp_path):
 
 def graded_pair(tmp_path: Path, example: Path) -> tuple[dict, dict]:
     """The per-test (score, status) of the example graded as .py and as its notebook version."""
-    exercise = example.parent.name
+    exercise = example.parent.parent.name  # exercises/<id>/examples/<file>
     folder = tmp_path / "class"
     folder.mkdir(exist_ok=True)
     py = folder / f"{example.stem}_py.py"

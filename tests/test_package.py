@@ -156,7 +156,7 @@ import pathlib as _pl
 
 _home = _pl.Path(_os.environ.get("LABCHECK_HOME", "/autograder/source/labcheck"))
 _root = _home.parents[1]
-for _secret in (_home / "reference" / "{exercise}.py", _home / "tests" / "contract" / "test_{exercise}_contract.py",
+for _secret in (_home / "exercises" / "{exercise}" / "reference.py", _home / "exercises" / "{exercise}" / "test_contract.py",
                 _root / "submission_metadata.json", _home / "labcheck-package.json"):
     try:
         _data = _secret.read_bytes()
@@ -164,7 +164,7 @@ for _secret in (_home / "reference" / "{exercise}.py", _home / "tests" / "contra
         continue
     raise RuntimeError(f"hostile: read {{_secret}}")  # a leak fails every test: the grade shows it
 for _target in (_root / "results" / "results.json", _root / "source" / "run_autograder",
-                _home / "reference" / "bands" / "{exercise}.json"):
+                _home / "exercises" / "{exercise}" / "bands.json"):
     try:
         _target.parent.mkdir(parents=True, exist_ok=True)
         _target.write_text({forged!r})
@@ -228,13 +228,15 @@ def test_autograder_zip_holds_what_grading_needs_and_nothing_else(autograder_zip
     assert all(modes[n] & 0o111 for n in ("setup.sh", "run_autograder"))
     checkout = {n.split("/", 1)[1] for n in names if n.startswith("labcheck/")}
     ex = REGISTRY[CHEAP]
-    assert {f"reference/{CHEAP}.py", f"reference/bands/{CHEAP}.json", f"tests/contract/test_{CHEAP}_contract.py",
+    assert {f"exercises/{CHEAP}/{name}" for name in ("exercise.py", "calls.py", "probes.py", "reference.py",
+                                                     "bands.json", "test_contract.py")} | {
             "pyproject.toml", "labcheck-package.json", "src/labcheck/package/gradescope.py",
             "src/labcheck/package/templates/run_autograder"} <= checkout
     assert "conftest.py" not in checkout  # graders run with --noconftest (grade.GRADER_PYTEST_ARGS)
     others = [e for e in REGISTRY if e != ex.id]
-    assert not [n for n in checkout if n.startswith(("examples/", "tests/hostile", ".git"))
-                or any(n in (f"reference/{o}.py", f"tests/contract/test_{o}_contract.py") for o in others)]
+    assert not [n for n in checkout if n.startswith(("tests/", ".git", f"exercises/{CHEAP}/examples",
+                                                     f"exercises/{CHEAP}/hostile", f"exercises/{CHEAP}/claims"))
+                or any(n.startswith(f"exercises/{o}/") for o in others)]
 
 
 def test_setup_and_run_scripts_are_valid_bash(autograder_zip, tmp_path):
@@ -353,10 +355,11 @@ def test_question_folder_layout(question):
     assert re.search(rf'<pl-file-upload optional-file-names="{CHEAP}\.py, submission\.py, {CHEAP}\.ipynb">', html)
     assert "<pl-external-grader-results>" in html
     assert os.access(question / "tests" / "run.sh", os.X_OK)
-    assert (question / "tests" / "labcheck" / "reference" / f"{CHEAP}.py").is_file()
+    assert (question / "tests" / "labcheck" / "exercises" / CHEAP / "reference.py").is_file()
     image = {str(p.relative_to(question / "image")) for p in (question / "image").rglob("*") if p.is_file()}
     assert {"Dockerfile", "setup.sh", "labcheck/pyproject.toml", "labcheck/src/labcheck/grade.py"} <= image
-    assert not [p for p in image if "reference" in p or "contract" in p]  # a public image holds no solution
+    # a public image holds no solution (the package's own exercise template, a softmax, is no course's)
+    assert not [p for p in image if ("reference" in p or "contract" in p) and "/templates/exercise/" not in p]
     subprocess.run(["bash", "-n", str(question / "tests" / "run.sh")], check=True)
 
 

@@ -135,12 +135,13 @@ def test_expected_answers_are_cached_on_disk_by_content(tmp_path):
         runs.append(1)
         return {"value": 3.5}
 
-    key = ExpectedCache.key([ref], "call", b"inputs")
+    key = ExpectedCache.key("folder-fingerprint", ref, "call", b"inputs")
     first = ExpectedCache(tmp_path / "cache")
     raw, seconds = first.get_or_compute(key, compute)
     assert raw == {"value": 3.5} and seconds >= 0 and first.computed == 1
     second = ExpectedCache(tmp_path / "cache")  # another grading process of the same class
     assert second.get_or_compute(key, compute) == (raw, seconds) and second.computed == 0 and len(runs) == 1
-    assert ExpectedCache.key([ref], "call", b"other inputs") != key
+    assert ExpectedCache.key("folder-fingerprint", ref, "call", b"other inputs") != key
+    assert ExpectedCache.key("changed folder", ref, "call", b"inputs") != key  # any file of the exercise changed
     ref.write_text("A = 2\n")  # a changed reference is a different key
-    assert ExpectedCache.key([ref], "call", b"inputs") != key
+    assert ExpectedCache.key("folder-fingerprint", ref, "call", b"inputs") != key

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from labcheck import bands, cli, paths, study
-from labcheck.exercises import EXERCISES
+from labcheck.exercises import EXERCISES, get
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_reproduce_without_seeds_still_runs_the_reference_once(tmp_path):
 
 
 def test_bands_command_writes_the_rule_and_provenance(tmp_path):
-    shutil.copy(paths.bands_dir() / "sgd.json", tmp_path / "sgd.json")
+    shutil.copy(get("sgd").bands_path, tmp_path / "sgd.json")
     before = json.loads((tmp_path / "sgd.json").read_text())
     tiny = "--max-train 256 --n-test 200"
     status = cli.main(["bands", "sgd", "--seeds", "2", "--quick", "--allow-few", "--first-seed", "5",
@@ -108,7 +108,7 @@ def test_reproduce_from_bands_judges_the_committed_runs_without_running(tmp_path
     monkeypatch.setattr(study, "run_sweep", lambda *a, **k: pytest.fail("--from-bands must not run the reference"))
     assert cli.main(["reproduce", "sgd", "--from-bands", "--out", str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
-    stored = json.loads((paths.bands_dir() / "sgd.json").read_text())["sweeps"]["full"]["mnist-5k"]
+    stored = json.loads((get("sgd").bands_path).read_text())["sweeps"]["full"]["mnist-5k"]
     assert f"seeds {stored['seeds']}" in report and "--from-bands" in report
     assert "| `momentum_beats_sgd` |" in report and "**reproduced**" in report
     assert not (tmp_path / "sweep.json").exists(), "no new runs, so no new sweep"

@@ -1,7 +1,7 @@
 """The trust boundary (labcheck.untrusted): what the worker may import, and that a submission which
 patches torch or labcheck inside its worker scores no more than its own code earns.
 
-The exercise cases graft a few hostile lines onto the bundled correct example (tests/hostile/exercises/*.py
+The exercise cases graft a few hostile lines onto the bundled correct example (exercises/<id>/hostile/*.py
 say what and what they must lose) and grade only the tests concerned, through the plugin as
 `labcheck grade` does.
 """
@@ -15,31 +15,36 @@ from pathlib import Path
 import pytest
 
 from labcheck import grade, paths
-from labcheck.exercises import EXERCISES
+from labcheck.exercises import EXERCISES, get
 from labcheck.sandbox import Limits, Sandbox
 
 UNTRUSTED_OK = ("labcheck", "labcheck.wire", "labcheck.repro", "labcheck.submission", "labcheck.worker")
-EXERCISE_CASES = paths.tests_dir() / "hostile" / "exercises"
+EXERCISE_CASES = sorted(p for ex in [*EXERCISES] for p in get(ex).hostile_dir.glob("*.py"))
 
 
 def grader_side(modules) -> list[str]:
-    """labcheck modules in `modules` that do not belong on the untrusted side."""
-    return sorted(m for m in modules if m.startswith("labcheck.")
-                  and m not in UNTRUSTED_OK and not m.startswith("labcheck.untrusted"))
+    """labcheck modules in `modules` that do not belong on the untrusted side: of the package, all but the
+    untrusted ones; of the exercise folders (loaded by path), all but their calls.py."""
+    return sorted(m for m in modules if (m.startswith("labcheck.") and m not in UNTRUSTED_OK
+                                         and not m.startswith("labcheck.untrusted"))
+                  or (m.startswith("labcheck_") and not m.startswith(("labcheck_calls_", "labcheck_submission_"))))
 
 
 def test_the_worker_modules_import_no_grader_side_module():
+    calls = {ex: str(get(ex).calls_path) for ex in [*EXERCISES, "_selftest"]}
     code = ("import json, sys\n"
             "import labcheck.worker, labcheck.untrusted.serve, labcheck.untrusted.loader, labcheck.untrusted.confine\n"
             "import labcheck.untrusted.zygote\n"
-            "from labcheck.untrusted.calls import calls_of\n"
-            f"for ex in {list(EXERCISES) + ['_selftest']!r}:\n"
-            "    calls_of(ex)\n"
+            "from labcheck.untrusted.calls import load_calls\n"
+            f"for ex, path in {calls!r}.items():\n"
+            "    load_calls(ex, path)\n"
             "print(json.dumps(sorted(sys.modules)))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     modules = json.loads(out.stdout)
-    assert "labcheck.untrusted.calls.width" in modules and "labcheck.untrusted.confine" in modules
+    assert "labcheck_calls_width" in modules and "labcheck.untrusted.confine" in modules
     assert grader_side(modules) == []
+    assert grader_side(["labcheck_probes_width", "labcheck_reference_sgd", "labcheck.grade"]) == [
+        "labcheck.grade", "labcheck_probes_width", "labcheck_reference_sgd"]  # (what it would catch)
 
 
 MODULES_PROBE = '''
@@ -76,23 +81,23 @@ def case_of(path: Path) -> dict:
 
 
 def grade_grafted(case_file: Path, tmp_path: Path) -> dict:
-    """Grade examples/<BASE>/correct.py with the case's lines appended; return results.json."""
+    """Grade the exercise's examples/correct.py with the case's lines appended; return results.json."""
     case = case_of(case_file)
-    base = paths.examples_dir() / case["BASE"] / "correct.py"
+    base = get(case["BASE"]).examples_dir / "correct.py"
     sub = tmp_path / f"{case_file.stem}.py"
     sub.write_text(base.read_text() + "\n\n# ---- hostile lines ----\n" + case_file.read_text())
     results = tmp_path / "results.json"
-    cmd = [sys.executable, "-m", "pytest", str(paths.tests_dir() / "contract" / f"test_{case['BASE']}_contract.py"),
+    cmd = [sys.executable, "-m", "pytest", str(get(case["BASE"]).contract_tests),
            *grade.GRADER_PYTEST_ARGS, "--labcheck-exercise", case["BASE"], "--labcheck-submission", str(sub),
            "--labcheck-results", str(results), "-k", " or ".join(case["TESTS"])]
     subprocess.run(cmd, cwd=paths.repo_root(), capture_output=True, timeout=1200, env={**os.environ, **grade.GRADER_ENV})
     return json.loads(results.read_text())
 
 
-CASE_FILES = sorted(EXERCISE_CASES.glob("*.py"))
+CASE_FILES = EXERCISE_CASES
 
 
-@pytest.mark.parametrize("case_file", CASE_FILES, ids=[p.stem for p in CASE_FILES])
+@pytest.mark.parametrize("case_file", CASE_FILES, ids=[f"{p.parent.parent.name}/{p.stem}" for p in CASE_FILES])
 def test_patching_inside_the_worker_earns_nothing_its_code_did_not(case_file, tmp_path):
     case = case_of(case_file)
     results = grade_grafted(case_file, tmp_path)

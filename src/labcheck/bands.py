@@ -1,6 +1,6 @@
 """Metric bands and numeric tolerances: the one table every assert reads from (style rule 5).
 
-Each exercise keeps `reference/bands/<exercise>.json`:
+Each exercise keeps `exercises/<exercise>/bands.json`:
 
     {"exercise": "width",
      "tolerances": {"mlp": {"rtol": 1e-5, "atol": 1e-6, "why": "same float32 ops, different order"}},
@@ -71,18 +71,26 @@ class Band:
         return ", ".join(parts) or "no provenance recorded"
 
 
-def _load_files(directory: Path) -> dict[str, dict]:
+def band_files(directory: Path | None = None) -> dict[str, Path]:
+    """exercise -> its bands file: each exercise folder's bands.json, or `directory`/<exercise>.json where a
+    folder of band files is given (--bands-dir, tests)."""
+    if directory is not None:
+        return {path.stem: path for path in sorted(Path(directory).glob("*.json"))}
+    from labcheck.exercises import REGISTRY
+
+    return {ex.id: ex.bands_path for ex in REGISTRY.values() if ex.bands_path.is_file()}
+
+
+def _load_files(directory: Path | None) -> dict[str, dict]:
     files = {}
-    if directory.is_dir():
-        for path in sorted(directory.glob("*.json")):
-            with open(path) as f:
-                files[path.stem] = json.load(f)
+    for exercise, path in band_files(directory).items():
+        with open(path) as f:
+            files[exercise] = json.load(f)
     return files
 
 
 def load_tables(directory: Path | None = None) -> tuple[dict[str, dict[str, Band]], dict[str, dict]]:
     """Read every bands file into (BANDS, TOLERANCES) keyed by 'exercise.name'."""
-    directory = directory or paths.bands_dir()
     bands: dict[str, dict[str, Band]] = {}
     tolerances: dict[str, dict] = {}
     for stem, content in _load_files(directory).items():
@@ -111,14 +119,14 @@ def tolerance(key: str) -> dict:
     try:
         tol = TOLERANCES[key]
     except KeyError:
-        raise KeyError(f"no tolerance {key!r} in reference/bands/*.json (known: {sorted(TOLERANCES)})") from None
+        raise KeyError(f"no tolerance {key!r} in exercises/*/bands.json (known: {sorted(TOLERANCES)})") from None
     return {"rtol": float(tol["rtol"]), "atol": float(tol["atol"])}
 
 
 def get_band(key: str, source: str) -> Band:
     per_source = BANDS.get(key)
     if not per_source:
-        raise KeyError(f"no band {key!r} in reference/bands/*.json")
+        raise KeyError(f"no band {key!r} in exercises/*/bands.json")
     if source not in per_source:
         raise KeyError(f"band {key!r} has no entry for data source {source!r} (has {sorted(per_source)})")
     return per_source[source]
@@ -201,13 +209,17 @@ def provenance(seeds: list[int], device: str, command: str, **extra) -> dict:
 
 def write_sweep(exercise: str, budget: str, source: str, measured: dict[str, list[float]], prov: dict,
                 directory: Path | None = None) -> Path:
-    """Store the bands of one sweep (budget, data source) in reference/bands/<exercise>.json.
+    """Store the bands of one sweep (budget, data source) in the exercise's bands.json.
 
     Every band of `budget` for `source` is replaced (metrics the sweep no longer has are dropped);
     bands of other budgets or sources, the tolerances and the limits stay as they are.
     """
-    directory = directory or paths.bands_dir()
-    path = directory / f"{exercise}.json"
+    if directory is not None:
+        path = Path(directory) / f"{exercise}.json"
+    else:
+        from labcheck.exercises import get
+
+        path = get(exercise).bands_path
     content = json.loads(path.read_text()) if path.exists() else {"exercise": exercise}
     limits = content.setdefault("limits", {})
     content["rule"] = RULE

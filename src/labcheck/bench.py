@@ -2,7 +2,7 @@
 
 Used by `labcheck bench` (a table) and by tests/benchmarks/ (pytest-benchmark, `pytest -m benchmark`).
 One *case* is one exercise model at the seed's batch size, built from the contract names of
-reference/<id>.py (a minimal copy here stands in when a reference is missing, and says so):
+exercises/<id>/reference.py (a minimal copy here stands in when a reference is missing, and says so):
 
     sgd-custom         initialize_nn + my_nn (784-100-100-10) + the custom sgd_step, batch 128
     sgd-torch          the same model with torch.optim.SGD, batch 128 (its fused kernel, layer by layer in the backward)
@@ -242,7 +242,7 @@ def sensing_step_flops(m: int, d: int, r: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Minimal copies of the contract names, used only when reference/<id>.py is missing
+# Minimal copies of the contract names, used only when exercises/<id>/reference.py is missing
 
 
 def _fallback_initialize_nn(param_dict: dict) -> dict:
@@ -352,7 +352,7 @@ def contract(exercise: str, *names: str, use_reference: bool = True):
     missing = [n for n in names if not hasattr(module, n)]
     if missing:
         return FALLBACKS[exercise], f"bench copy ({path.name} lacks {', '.join(missing)})"
-    return module, f"reference/{path.name}"
+    return module, f"exercises/{exercise}/{path.name}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -997,8 +997,8 @@ def main(args) -> int:
     if skipped:
         print(f"not run on {device.type}: {', '.join(skipped)} (CPU only)")
     print("targets are checked on CPU: >=15x the seed-style loop and >=70% of sgemm peak for the Lab-3 MLP "
-          "(sgd-*), >=5x for batchnorm, >=8x for hyperparams, >=5x the seed's autograd loop for width's "
-          "per-sample SGD")
+          "(sgd-*), >=5x for batchnorm, >=8x for hyperparams, and >=5x the seed's autograd loop "
+          "for the per-sample SGD of width")
     misses = [m for res in results for m in res.misses()]
     size = grading_class_size(args)
     exercise = args.exercise or "sgd"

@@ -1,6 +1,6 @@
 """The seed notebooks' claims, judged against a sweep of our reference over seeds.
 
-reference/claims/<id>.json lists what a seed notebook printed or concluded (fields: `Claim`). Each claim is
+exercises/<id>/claims.json lists what a seed notebook printed or concluded (fields: `Claim`). Each claim is
 compared with `band_metrics` of our runs, one run per seed, by the one statistical procedure written down
 in labcheck.procedure (the test of each kind of claim, the variance our runs do not sample, Holm's
 correction over the exercise's claims). `compare` names the test:
@@ -164,7 +164,7 @@ def _claims_file(exercise: str, directory: Path | None) -> dict | None:
 
 
 def load(exercise: str, directory: Path | None = None) -> list[Claim]:
-    """The claims of reference/claims/<exercise>.json (an empty list when the file does not exist)."""
+    """The claims of exercises/<exercise>/claims.json (an empty list when the file does not exist)."""
     content = _claims_file(exercise, directory)
     if content is None:
         return []

@@ -1,11 +1,13 @@
 """The `labcheck` command: list, data, reproduce, grade, bench.
 
-    labcheck list                              the exercises and their seeds
+    labcheck list [--markdown]                 the exercises and their seeds (--markdown: the README table)
+    labcheck new ID                            a new exercise folder from the template (exercises/ID/)
+    labcheck mutants ID [--max N]              the mutation score of ID's graded tests, and every survivor
     labcheck data [--download]                 where each data set was found, sizes, checksums
-    labcheck reproduce ID [reference flags]    run reference/ID.py (e.g. --quick, --dry-run, --out DIR)
+    labcheck reproduce ID [reference flags]    run exercises/ID/reference.py (e.g. --quick, --dry-run, --out DIR)
     labcheck reproduce ID --seeds N [--quick] [--out DIR]   N seeds, the seed's claims judged: report.md
     labcheck reproduce ID --from-bands [--quick]            the same report from the runs the bands came from
-    labcheck bands ID --seeds N [--quick]      measure the reference's bands (reference/bands/ID.json)
+    labcheck bands ID --seeds N [--quick]      measure the reference's bands (exercises/ID/bands.json)
     labcheck grade SUBMISSION... --exercise ID --out DIR
     labcheck grade --examples [--exercise ID] --out DIR
     labcheck bench [--exercise ID]             throughput table of the training cores
@@ -16,22 +18,35 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from labcheck import paths
 from labcheck.exercises import EXERCISES, REGISTRY
 
 def load_reference(exercise: str):
-    """Import reference/<exercise>.py by path (Exercise.load_reference); a missing file ends the command."""
+    """Import exercises/<exercise>/reference.py by path (Exercise.load_reference); a missing file ends the command."""
     try:
         return REGISTRY[exercise].load_reference()
     except FileNotFoundError as e:
         raise SystemExit(f"labcheck: {e}") from None
 
 
+def exercise_table() -> str:
+    """The README's table of exercises, made from the registry (`labcheck list --markdown`)."""
+    rows = ["| id | seed notebook | data | what is reproduced |", "| --- | --- | --- | --- |"]
+    for ex in REGISTRY.values():
+        seed = Path(ex.seed_file).stem if ex.seed_file else "-"
+        rows.append(f"| `{ex.id}` | {seed} | {ex.dataset or 'generated'} ({ex.subsampling}) | {ex.title} |")
+    return "\n".join(rows)
+
+
 def cmd_list(args) -> int:
+    if getattr(args, "markdown", False):
+        print(exercise_table())
+        return 0
     for ex in REGISTRY.values():
         present = "" if ex.reference_path.is_file() else "  (no reference yet)"
-        print(f"{ex.id:12s} {ex.dataset:14s} {ex.title}  [{ex.seed_file}]{present}")
+        print(f"{ex.id:12s} {ex.dataset or 'generated':14s} {ex.title}  [{ex.seed_file or 'no seed'}]{present}")
     return 0
 
 
@@ -94,21 +109,35 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labcheck", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the exercises")
+    p = sub.add_parser("new", help="write a new exercise folder from the template (exercises/ID/)")
+    p.add_argument("exercise", metavar="ID", help="the new exercise's id: lower-case letters, digits and _")
+    p.add_argument("--root", metavar="DIR", default=None,
+                   help="folder to write ID/ in; list it in $LABCHECK_EXERCISES if it is not the checkout's "
+                        "exercises/ (default: exercises/)")
+    p = sub.add_parser("mutants", help="grade single-point mutants of an exercise's correct example: the "
+                                       "mutation score of its graded tests and every survivor's diff")
+    p.add_argument("exercise", choices=EXERCISES, metavar="ID", help="an exercise id (`labcheck list`)")
+    p.add_argument("--max", type=int, default=None, metavar="N", help="grade a sample of N mutants (default: all)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the sample (default: 0)")
+    p.add_argument("--jobs", type=int, default=2, metavar="N", help="mutants graded in parallel (default: 2)")
+    p.add_argument("--out", metavar="DIR", default=None, help="keep the mutants and their reports here "
+                   "(default: a temporary folder)")
+    p = sub.add_parser("list", help="list the exercises")
+    p.add_argument("--markdown", action="store_true", help="the README's table of exercises (default: False)")
     p = sub.add_parser("data", help="where each data set was found, sizes and checksums")
     p.add_argument("--root", metavar="DIR", default=None, help="extra folder to search first (default: None)")
     p.add_argument("--download", action="store_true", help="allow a torchvision download (default: False)")
     p.add_argument("--json", action="store_true", help="print JSON (default: False)")
-    p = sub.add_parser("reproduce", help="run an exercise's reference; other flags go to reference/ID.py",
+    p = sub.add_parser("reproduce", help="run an exercise's reference; other flags go to exercises/ID/reference.py",
                        add_help=False)
-    p.add_argument("exercise", choices=EXERCISES, metavar="ID", help=f"one of {', '.join(EXERCISES)}")
+    p.add_argument("exercise", choices=EXERCISES, metavar="ID", help="an exercise id (`labcheck list`)")
     p = sub.add_parser("grade", help="grade submissions against an exercise's contract tests")
     p.add_argument("submissions", nargs="*", metavar="SUBMISSION",
                    help="files (.py/.ipynb) or folders (a folder of many: each entry)")
     p.add_argument("--exercise", choices=EXERCISES, metavar="ID", default=None,
                    help="exercise to grade; required unless --examples (default: None)")
     p.add_argument("--examples", action="store_true",
-                   help="grade the bundled examples/<id>/*.py and check their EXPECTED_FAILURES (default: False)")
+                   help="grade the bundled exercises/<id>/examples/*.py and check their EXPECTED_FAILURES (default: False)")
     p.add_argument("--out", metavar="DIR", default="runs/grades", help="report folder (default: runs/grades)")
     p.add_argument("--jobs", type=int, default=2, metavar="N", help="submissions graded in parallel (default: 2)")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S",
@@ -163,6 +192,14 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv[:2])
         return cmd_reproduce(args, argv[2:])
     args = parser.parse_args(argv)
+    if args.command == "new":
+        from labcheck import new_exercise
+
+        return new_exercise.main(args)
+    if args.command == "mutants":
+        from labcheck import mutants
+
+        return mutants.main(args)
     return {"list": cmd_list, "data": cmd_data, "grade": cmd_grade, "bench": cmd_bench,
             "package": cmd_package, "bands": cmd_bands}[args.command](args)
 

@@ -5,7 +5,7 @@
 
 Each submission is graded by its own grader process,
 
-    PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python -m pytest tests/contract/test_<id>_contract.py
+    PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python -m pytest exercises/<id>/test_contract.py
         -p no:cacheprovider -p no:unraisableexception -p labcheck.plugin --noconftest -o addopts= -q
         --labcheck-submission S --labcheck-exercise ID --labcheck-results OUT/<name>/results.json
 
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from labcheck import gradepool, paths, report
-from labcheck.exercises import EXERCISES, REGISTRY
+from labcheck.exercises import EXERCISES, REGISTRY, get
 from labcheck.sandbox import ZYGOTE_ENV, Limits, WorkerZygote
 from labcheck.submission import SUBMISSION_SUFFIXES, is_single_submission_folder
 
@@ -143,7 +143,7 @@ def expected_failures(path: Path) -> tuple[str, ...] | None:
 
 
 def discover_examples(exercise: str | None = None) -> list[Submission]:
-    """examples/<id>/*.py for every exercise (or one) that has a contract test file."""
+    """exercises/<id>/examples/*.py for every exercise (or one) that has a contract test file."""
     found = []
     for ex in [exercise] if exercise else list(EXERCISES):
         folder = REGISTRY[ex].examples_dir
@@ -182,15 +182,10 @@ def sha256_of(path: Path) -> str:
 
 
 def grader_fingerprint(sub: Submission) -> str:
-    """The contract tests, the exercise's probes, its worker-side calls and its reference: a change in any
-    invalidates old grades."""
-    h = hashlib.sha256()
-    here = Path(__file__).parent
-    files = [sub.tests, here / "probes" / f"{sub.exercise}.py", here / "untrusted" / "calls" / f"{sub.exercise}.py"]
-    if sub.exercise in EXERCISES:
-        files.append(REGISTRY[sub.exercise].reference_path)
-    for p in files:
-        h.update(sha256_of(p).encode())
+    """The exercise's whole folder, labcheck's grading code and the contract tests this submission ran:
+    a change in any invalidates old grades (labcheck.exercises.Exercise.fingerprint)."""
+    h = hashlib.sha256(get(sub.exercise).fingerprint().encode())
+    h.update(sha256_of(sub.tests).encode())
     return h.hexdigest()
 
 

@@ -15,7 +15,7 @@ torch computation (so no thread pool exists to be broken by fork):
 
 What stays as it was, by construction:
   - one grader process per submission: each child is a fresh copy of the server, which never
-    graded anything, so no module-level cache (tests/contract/*.py, labcheck.probes, the plugin)
+    graded anything, so no module-level cache (exercises/*/test_contract.py, labcheck.probes, the plugin)
     can carry one student's state into another's grade; the child exits when its pytest session ends;
   - the same argv as the fresh process (grade.grader_command), the same cwd, the same exit codes
     (negative for a signal), and its own session: the overall cap (`--total-timeout`) and Ctrl-C

@@ -1,4 +1,4 @@
-"""Where the repository's non-package parts live (reference/, tests/, examples/).
+"""Where the repository's non-package parts live (exercises/, tests/, the seeds beside the checkout).
 
 The exercises themselves are listed in labcheck.exercises.
 labcheck is installed editable from its checkout (see README), so these sit next to src/.
@@ -30,12 +30,9 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def reference_dir() -> Path:
-    return repo_root() / "reference"
-
-
-def bands_dir() -> Path:
-    return reference_dir() / "bands"
+def exercises_dir() -> Path:
+    """exercises/: one folder per exercise, everything of it inside (labcheck.exercises discovers them)."""
+    return repo_root() / "exercises"
 
 
 def seeds_dir() -> Path:
@@ -45,10 +42,6 @@ def seeds_dir() -> Path:
 
 def tests_dir() -> Path:
     return repo_root() / "tests"
-
-
-def examples_dir() -> Path:
-    return repo_root() / "examples"
 
 
 def cache_root() -> Path:

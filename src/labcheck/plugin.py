@@ -8,7 +8,7 @@ Options (group "labcheck"):
   --labcheck-memory-mb MB      memory limit of the submission's worker process
   --labcheck-results PATH      write a Gradescope results.json of the graded tests
   --labcheck-deny PATH         an extra path the submission may not read (repeatable)
-  --labcheck-reference PATH    the reference module `lab.expect` runs (default: reference/<id>.py)
+  --labcheck-reference PATH    the reference module `lab.expect` runs (default: exercises/<id>/reference.py)
   --labcheck-min-isolation L   refuse to grade a submission below this confinement level
   --labcheck-expected-cache D  folder of the reference's cached answers (default: $LABCHECK_EXPECTED_CACHE
                                or ~/.cache/labcheck/expected; "none": no disk cache)
@@ -27,7 +27,6 @@ at once (labcheck.sandbox).
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -43,7 +42,7 @@ MARKERS = (
     "gpu: needs a CUDA device; skipped cleanly when torch.cuda.is_available() is False",
     "slow: a long reproduction or band check; opt in with `pytest -m slow`",
     "graded(points=1): a contract test that counts towards a submission's grade",
-    "exercise(id): the exercise a test belongs to (width, sgd, batchnorm, hyperparams, gradnorms)",
+    "exercise(id): the exercise a test belongs to (an id of `labcheck list`)",
 )
 
 
@@ -55,10 +54,10 @@ def _positive_float(text: str) -> float:
 
 
 def _exercise_id(text: str) -> str:
-    """An exercise of CONTRACTS.md, or an internal probe set such as `_selftest` (labcheck's own tests)."""
-    if text in EXERCISES or (text.startswith("_") and importlib.util.find_spec(f"labcheck.probes.{text}")):
+    """A registered exercise (labcheck.exercises), listed or internal such as `_selftest` (labcheck's own tests)."""
+    if text in REGISTRY:
         return text
-    raise ValueError(f"unknown exercise {text!r}; one of {', '.join(EXERCISES)}")
+    raise ValueError(f"unknown exercise {text!r}; one of {', '.join(REGISTRY)}")
 
 
 def known_exercise(text) -> bool:
@@ -85,7 +84,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--labcheck-deny", metavar="PATH", action="append", default=[],
                     help="extra path a submission may not read (repeatable). Default: %(default)r")
     group.addoption("--labcheck-reference", metavar="PATH", default=None,
-                    help="reference module for lab.expect instead of reference/<id>.py. Default: %(default)r")
+                    help="reference module for lab.expect instead of exercises/<id>/reference.py. Default: %(default)r")
     group.addoption("--labcheck-min-isolation", metavar="LEVEL", type=isolation_level, default=DEFAULT_MIN_ISOLATION,
                     help="refuse to grade a submission below this confinement level (none, hook-only, no-network, "
                          "whitelist-fs). Default: %(default)r")
@@ -136,7 +135,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 raise pytest.UsageError(f"graded mark can't have {sorted(unknown)} keyword arguments ({item.nodeid})")
         marker = item.get_closest_marker("exercise")
         if marker and (not marker.args or not known_exercise(marker.args[0])):
-            raise pytest.UsageError(f"exercise mark needs one of {EXERCISES} ({item.nodeid})")
+            raise pytest.UsageError(f"exercise mark needs one of {tuple(REGISTRY)} ({item.nodeid})")
     wanted = config.getoption("--labcheck-exercise")
     grading = config.getoption("--labcheck-submission") is not None
     if not wanted and not grading:
@@ -185,7 +184,7 @@ class LabSession:
 
     @property
     def probes(self):
-        return importlib.import_module(f"labcheck.probes.{self.exercise}").PROBES
+        return REGISTRY[self.exercise].probes()
 
     def call(self, probe: str, **kwargs):
         """The probe's result on the submission (raises SubmissionFailure: the test fails with it)."""
@@ -215,9 +214,7 @@ class LabSession:
         from labcheck import repro, wire
 
         sent = wire.encode(inputs)
-        files = [self.reference_path(), Path(importlib.import_module(f"labcheck.untrusted.calls.{self.exercise}").__file__),
-                 Path(importlib.import_module(f"labcheck.probes.{self.exercise}").__file__)]
-        key = self.state.expected.key(files, spec.call, sent)
+        key = self.state.expected.key(REGISTRY[self.exercise].fingerprint(), self.reference_path(), spec.call, sent)
 
         def compute():
             with repro.freeze_rng_state():

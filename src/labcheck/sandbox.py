@@ -320,9 +320,18 @@ def _prctl():
 
 
 def default_deny() -> list[str]:
-    """What no submission may read: the reference (and its bands), tests, examples, git history."""
-    root = paths.repo_root()
-    return [str(paths.reference_dir()), str(paths.tests_dir()), str(paths.examples_dir()), str(root / ".git")]
+    """What no submission may read: every exercise folder (references, bands, tests, examples; a worker reads
+    only its exercise's calls.py, allowed by name), labcheck's tests, the git history."""
+    from labcheck.exercises import exercise_roots
+
+    return [*(str(Path(r).resolve()) for r in exercise_roots()), str(paths.tests_dir()), str(paths.repo_root() / ".git")]
+
+
+def calls_path(exercise: str) -> str:
+    """The exercise's calls.py: the one file of its folder a worker loads (read-only, by name)."""
+    from labcheck.exercises import get
+
+    return str(get(exercise).calls_path.resolve())
 
 
 def _signal_name(code: int) -> str:
@@ -409,9 +418,10 @@ class WorkerZygote:
         os.mkdir(home)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # the kernel tells us the zygote's pid
-        env = {**_worker_env(limits, home), "LABCHECK_ZYGOTE_EXERCISES": json.dumps(list(exercises))}
-        cmd = [*bwrap_command(bwrap_path(), home, [], None, str(Path(scratch.name) / "dev")), sys.executable, "-P",
-               "-m", "labcheck.worker", "--zygote"]
+        calls = {exercise: calls_path(exercise) for exercise in exercises}  # each one's calls.py, bound read-only
+        env = {**_worker_env(limits, home), "LABCHECK_ZYGOTE_EXERCISES": json.dumps(calls)}
+        cmd = [*bwrap_command(bwrap_path(), home, list(calls.values()), None, str(Path(scratch.name) / "dev")),
+               sys.executable, "-P", "-m", "labcheck.worker", "--zygote"]
         _prctl()  # loaded here: after fork, in preexec_fn, only what is loaded already is safe to call
         try:
             with open(Path(scratch.name) / "zygote.log", "ab") as err:
@@ -680,7 +690,8 @@ class Sandbox:
         self._via_bwrap = reached["launcher"] == "bwrap"
         if self._via_bwrap:
             seccomp_fd = _seccomp_pipe()
-            prefix = bwrap_command(bwrap_path(), str(work), [str(submission.parent)], seccomp_fd, str(scratch / "dev"))
+            prefix = bwrap_command(bwrap_path(), str(work), [str(submission.parent), calls_path(self.exercise)],
+                                   seccomp_fd, str(scratch / "dev"))
         elif reached["launcher"].startswith("unshare"):
             prefix = isolation_prefix()
         else:
@@ -690,7 +701,8 @@ class Sandbox:
             "submission": str(submission),
             "display_name": display,
             "deny": self._effective_deny(work),
-            "allow_read": [str(submission)],
+            "allow_read": [str(submission), calls_path(self.exercise)],
+            "calls_path": calls_path(self.exercise),
             "allow_write": [str(work)],
             "threads": self.limits.threads,
             "max_reply_mb": self.limits.max_reply_mb,

@@ -1,16 +1,16 @@
 """Seed studies of a reference: `labcheck bands ID --seeds N` and `labcheck reproduce ID --seeds N`.
 
-Both run reference/<id>.py's `main` once per seed 0..N-1, each run in its own process with one
+Both run exercises/<id>/reference.py's `main` once per seed 0..N-1, each run in its own process with one
 thread (labcheck.runner: both cores, or a Dask cluster with --executor dask://HOST:PORT), and collect
 `band_metrics(result)` of every run:
 
-    labcheck bands width --seeds 10 --quick        # writes the quick bands of reference/bands/width.json
+    labcheck bands width --seeds 10 --quick        # writes the quick bands of exercises/width/bands.json
     labcheck reproduce width --seeds 3 --quick --out runs/width-study   # report.md + claims.png
 
 `bands` stores, per metric, the band of labcheck.bands.RULE with n, mean, std, min, max and the
 sweep's provenance (seeds, device, versions, machine, date, command, wall time per run) for the data
 source the runs actually used. `reproduce --seeds` judges the seed notebook's claims
-(reference/claims/<id>.json, labcheck.claims) against the same kind of sweep.
+(exercises/<id>/claims.json, labcheck.claims) against the same kind of sweep.
 """
 from __future__ import annotations
 
@@ -35,18 +35,18 @@ def budget_flags(budget: str) -> list[str]:
 
 
 def load_reference(exercise: str):
-    """reference/<exercise>.py, imported by path (Exercise.load_reference)."""
+    """exercises/<exercise>/reference.py, imported by path (Exercise.load_reference)."""
     return get(exercise).load_reference()
 
 
 def call_reference(exercise: str, function: str, kwargs: dict):
-    """reference/<exercise>.py's `function`(**kwargs), loaded by path in this (runner) process: the target
+    """exercises/<exercise>/reference.py's `function`(**kwargs), loaded by path in this (runner) process: the target
     through which a reference hands its own independent runs to labcheck.runner."""
     return getattr(load_reference(exercise), function)(**kwargs)
 
 
 def run_reference(exercise: str, argv: list[str]) -> dict:
-    """One run of reference/<exercise>.py with command-line `argv`: its band metrics, data source, config.
+    """One run of exercises/<exercise>/reference.py with command-line `argv`: its band metrics, data source, config.
 
     Module level so that labcheck.runner can call it in a worker process (the reference file itself is
     imported by path there, never pickled).
@@ -219,7 +219,7 @@ class RecordedSweep:
     seeds: list[int]
     runs: list[dict]
     data_source: str
-    recorded: dict  # the sweep's provenance as stored in reference/bands/<exercise>.json
+    recorded: dict  # the sweep's provenance as stored in exercises/<exercise>/bands.json
 
     def provenance(self) -> dict:
         return {**self.recorded, "command": f"{self.recorded['command']} (judged by labcheck reproduce "
@@ -227,7 +227,7 @@ class RecordedSweep:
 
 
 def sweep_from_bands(exercise: str, budget: str, source: str | None = None) -> RecordedSweep:
-    """The `budget` sweep stored in reference/bands/<exercise>.json (for `source`, or its only source)."""
+    """The `budget` sweep stored in exercises/<exercise>/bands.json (for `source`, or its only source)."""
     content = json.loads(get(exercise).bands_path.read_text())
     sweeps = content.get("sweeps", {}).get(budget, {})
     if source is None and len(sweeps) == 1:
@@ -286,7 +286,7 @@ def add_study_arguments(p, budget_help: str) -> None:
     p.add_argument("--executor", default=None, metavar="E",
                    help="local, local:N, serial or dask://HOST:PORT (default: local, one process per core)")
     p.add_argument("--reference-args", type=shlex.split, default=[], metavar="'ARGS'",
-                   help="extra flags for every run of reference/ID.py, quoted, e.g. '--device cpu' (default: none)")
+                   help="extra flags for every run of exercises/ID/reference.py, quoted, e.g. '--device cpu' (default: none)")
 
 
 def add_bands_parser(sub) -> None:
@@ -304,7 +304,7 @@ def add_bands_parser(sub) -> None:
                           "of running again (default: None)")
     add_study_arguments(p, "measure")
     p.add_argument("--bands-dir", default=None, metavar="DIR",
-                   help="write <DIR>/<ID>.json instead of reference/bands/ (default: None)")
+                   help="write <DIR>/<ID>.json instead of exercises/<ID>/bands.json (default: None)")
     p.add_argument("--allow-few", action="store_true",
                    help="accept fewer seeds than the budget's minimum, e.g. for a test (default: False)")
 

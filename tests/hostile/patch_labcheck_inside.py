@@ -2,9 +2,10 @@
 import torch
 
 import labcheck.untrusted.calls as calls
-import labcheck.untrusted.calls._selftest as selftest_calls
+import sys
 import labcheck.wire as wire
 
+selftest_calls = sys.modules["labcheck_calls__selftest"]  # the calls the worker loaded by path
 _real_call = selftest_calls.CALLS["call"]
 
 

@@ -10,9 +10,10 @@ import labcheck.paths as P
 def _steal():
     stolen = []
     root = P.repo_root()
-    targets = [root / 'tests' / 'hostile' / 'reference_selftest.py', root / 'reference' / 'width.py',
+    targets = [root / 'tests' / 'hostile' / 'reference_selftest.py', root / 'exercises' / 'width' / 'reference.py',
                root / 'tests' / 'test_grading.py', root / 'tests' / 'hostile' / 'correct.py']
-    for pattern in ('reference/*.py', 'reference/bands/*', 'examples/*/*.py', 'tests/contract/*.py'):
+    for pattern in ('exercises/*/reference.py', 'exercises/*/bands.json', 'exercises/*/examples/*.py',
+                    'exercises/*/test_contract.py', 'exercises/*/probes.py'):
         targets += glob.glob(str(root / pattern))
     for pid in os.listdir('/proc'):
         if pid.isdigit() and pid != str(os.getpid()):

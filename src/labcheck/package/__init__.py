@@ -6,8 +6,8 @@
 Both carry the same two parts of a labcheck checkout (this module decides which files):
   - the environment: labcheck's package (pyproject.toml, README.md, src/labcheck) that setup.sh
     pip-installs next to the pinned torch and the data sets (templates/setup.sh);
-  - the grading files: the exercise's reference (reference/<id>.py), its bands and tolerances
-    (reference/bands/<id>.json), its contract tests (tests/contract/test_<id>_contract.py), the
+  - the grading files: the exercise's reference (exercises/<id>/reference.py), its bands and tolerances
+    (exercises/<id>/bands.json), its contract tests (exercises/<id>/test_contract.py), the
     repository's pytest settings (pyproject.toml; graders load no conftest.py) and CONFIG_NAME, this package's
     settings (visibility, limits). $LABCHECK_HOME points at them when grading.
 Nothing else of the checkout goes in: no examples, no other exercise, no git history.
@@ -90,13 +90,13 @@ def environment_files() -> list[tuple[Path, str]]:
 
 
 def grading_files(exercise: str) -> list[tuple[Path, str]]:
-    """(file, path in the bundle) of what grades `exercise`: reference, bands, contract tests, pytest settings."""
+    """(file, path in the bundle) of what grades `exercise`: its registry entry, calls, probes, reference, bands
+    and contract tests (not its examples, claims or reference tests), and the pytest settings."""
     ex = get(exercise)
     root = paths.repo_root()
-    files = [(root / "pyproject.toml", "pyproject.toml"),
-             (ex.reference_path, str(ex.reference_path.relative_to(root))),
-             (ex.bands_path, str(ex.bands_path.relative_to(root))),
-             (ex.contract_tests, str(ex.contract_tests.relative_to(root)))]
+    needed = [ex.folder / "exercise.py", ex.calls_path, ex.probes_path, ex.reference_path, ex.bands_path,
+              ex.contract_tests]
+    files = [(root / "pyproject.toml", "pyproject.toml")] + [(f, str(f.resolve().relative_to(root))) for f in needed]
     missing = [str(f) for f, _ in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"cannot package {exercise!r}: missing {', '.join(missing)}")

@@ -12,8 +12,7 @@ on the reference in the grader, so both go through the same `result`. Calling a 
 `PROBES[name](module, **kwargs)`, runs all three steps in this process (for trusted modules only:
 the reference, or labcheck's own tests).
 
-Each exercise has `labcheck/probes/<exercise>.py` (grader side) and
-`labcheck/untrusted/calls/<exercise>.py` (worker side):
+Each exercise folder has probes.py (grader side) and calls.py (worker side; labcheck.exercises):
 
     PROBES = Probes("width")
     PROBES.add("accuracy", inputs=accuracy_inputs, result=accuracy_result)
@@ -22,7 +21,20 @@ from __future__ import annotations
 
 import inspect
 
-from labcheck.untrusted.calls import ContractError, KnownHang, Registry, calls_of, require  # noqa: F401
+from labcheck.untrusted.calls import ContractError, KnownHang, Registry, require  # noqa: F401
+
+
+def calls_module(exercise: str):
+    """The exercise's worker-side calls.py, loaded here for the reference's runs (and its helpers)."""
+    from labcheck.exercises import get
+    from labcheck.untrusted.calls import load_calls_module
+
+    return load_calls_module(exercise, str(get(exercise).calls_path))
+
+
+def calls_of(exercise: str) -> Registry:
+    """The exercise's CALLS (calls_module)."""
+    return calls_module(exercise).CALLS
 
 
 class Probe:

@@ -16,7 +16,7 @@ It computes no metric, no replay, no expected value, no comparison and no score:
 this process is in the student's hands (a submission may patch torch, builtins or any module here),
 so nothing here is believed. The grader process (`labcheck.probes.<exercise>` to build inputs and
 derive metrics from raw results, `labcheck.plugin` for `lab.call`/`lab.expect`, the contract tests in
-tests/contract/ for verdicts and scores) never imports a submission and never trusts a number from
+exercises/<id>/test_contract.py for verdicts and scores) never imports a submission and never trusts a number from
 this side beyond "this is what the student's code returned". tests/test_trust.py checks that importing
 the worker's modules pulls in no grader-side module.
 

@@ -50,7 +50,8 @@ def guard_top_level_imports(tree: ast.Module) -> ast.Module:
     for a .py file and a notebook, as Jupyter would have run every other cell."""
     body = []
     for node in tree.body:
-        if not isinstance(node, (ast.Import, ast.ImportFrom)) or any(a.name == "*" for a in node.names):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)) or any(a.name == "*" for a in node.names) or (
+                isinstance(node, ast.ImportFrom) and node.module == "__future__"):  # (must stay a bare statement)
             body.append(node)
             continue
         for alias in node.names:

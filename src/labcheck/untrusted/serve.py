@@ -3,7 +3,7 @@
 Before any student line runs it
   1. moves the protocol to private file descriptors and points fd 1 at stderr, so a print cannot
      corrupt replies;
-  2. imports torch, numpy and the exercise's calls (labcheck.untrusted.calls.<exercise>);
+  2. imports torch, numpy and the exercise's calls (its calls.py, at the path the grader names);
   3. reads the submission's source, then confines itself (labcheck.untrusted.confine: mount hiding
      where bubblewrap is absent, seccomp, the audit hook);
   4. executes the submission (labcheck.untrusted.loader) and answers one reply per request:
@@ -67,7 +67,7 @@ def serve(policy: dict, in_fd: int, out_fd: int) -> None:
     """Load the submission `policy` names, confine this process, then answer requests on in_fd/out_fd."""
     from labcheck import wire
     from labcheck.untrusted import loader
-    from labcheck.untrusted.calls import TRACKER, KnownHang, calls_of
+    from labcheck.untrusted.calls import TRACKER, KnownHang, load_calls
 
     exercise = policy["exercise"]
     submission = policy["submission"]
@@ -76,7 +76,7 @@ def serve(policy: dict, in_fd: int, out_fd: int) -> None:
     import torch
 
     torch.set_num_threads(int(policy.get("threads", 1)))
-    calls = calls_of(exercise)
+    calls = load_calls(exercise, policy["calls_path"])
 
     load_error = None
     entry_name = str(submission)

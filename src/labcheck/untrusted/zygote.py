@@ -142,7 +142,8 @@ def _child(control: socket.socket, request: dict, fds: list[int], scratch: str) 
         os.chdir(work)
         os.environ.clear()
         os.environ.update({**request["env"], "HOME": work, "TMPDIR": work})
-        policy = {**request["policy"], "submission": entry, "allow_read": [entry], "allow_write": [work],
+        policy = {**request["policy"], "submission": entry,
+                  "allow_read": [entry, request["policy"]["calls_path"]], "allow_write": [work],
                   "mount_namespace": False}
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -173,10 +174,10 @@ def main() -> None:
 
     from labcheck import wire  # noqa: F401
     from labcheck.untrusted import confine, loader, serve  # noqa: F401
-    from labcheck.untrusted.calls import calls_of
+    from labcheck.untrusted.calls import load_calls
 
-    for exercise in json.loads(os.environ.get("LABCHECK_ZYGOTE_EXERCISES", "[]")):
-        calls_of(exercise)
+    for exercise, path in json.loads(os.environ.get("LABCHECK_ZYGOTE_EXERCISES", "{}")).items():
+        load_calls(exercise, path)  # (each child finds it loaded: serve's load_calls returns the same)
     PR_SET_DUMPABLE = 4
     if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise SystemExit("labcheck zygote: PR_SET_DUMPABLE refused")

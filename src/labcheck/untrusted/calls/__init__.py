@@ -1,4 +1,4 @@
-"""What the grader may ask the worker to call: `labcheck.untrusted.calls.<exercise>.CALLS`.
+"""What the grader may ask the worker to call: the CALLS of an exercise's calls.py (exercises/<id>/calls.py).
 
 A call takes the loaded module (the student's in the worker, the reference in the grader) and inputs
 the grader built, calls the contract's names and returns raw results. It judges nothing (see the
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
 
 
@@ -99,6 +100,20 @@ def require(impl, name: str, params: tuple[str, ...] = ()):
     return _tracked(name, obj)
 
 
-def calls_of(exercise: str) -> Registry:
-    """The CALLS registry of an exercise (or of an internal call set such as `_selftest`)."""
-    return importlib.import_module(f"{__name__}.{exercise}").CALLS
+def load_calls_module(exercise: str, path: str):
+    """An exercise's calls.py, imported by path once per process (the grader names the file; in the worker
+    this runs before any student line)."""
+    import sys
+
+    name = f"labcheck_calls_{exercise}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def load_calls(exercise: str, path: str) -> Registry:
+    """The CALLS registry of an exercise's calls.py (load_calls_module)."""
+    return load_calls_module(exercise, path).CALLS

@@ -1,0 +1,100 @@
+"""Probes for exercise `gradnorms` (CONTRACTS.md section `gradnorms`), grader side.
+
+Weights, images and sensing problems are built here from seeds and sizes and sent to the worker
+(exercises/gradnorms/calls.py), which sets the weights in the model's Linear layers in call order
+and returns raw results. Derived numbers (gradient norms of every parameter) are computed here.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from labcheck.probes import Probes
+from labcheck.probes import calls_module
+
+linears_in_call_order = calls_module("gradnorms").linears_in_call_order  # noqa: F401  (tests use it)
+
+PROBES = Probes("gradnorms")
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def mlp_weights(hidden_sizes, seed: int, input_size: int = 784, output_size: int = 10, scale: float = 1.0) -> list:
+    """W_j ~ N(0, 1/fan_in) (times `scale`) of shape (out, in), input to output, from `seed`."""
+    sizes = [input_size, *hidden_sizes, output_size]
+    gen = _generator(seed)
+    return [scale * torch.randn((b, a), generator=gen) / math.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+def sensing_problem(seed: int, m: int, d: int, r: int):
+    """(A (m, d, d), X* (d, d), y (m,)): A ~ N(0, 1), U* ~ N(0, 1)/sqrt(d), y_i = sum(A_i * X*) (trusted)."""
+    gen = _generator(seed)
+    A = torch.randn(m, d, d, generator=gen)  # (m, d, d)
+    U_star = torch.randn(d, r, generator=gen) / math.sqrt(d)  # (d, r)
+    X_star = U_star @ U_star.T  # (d, d)
+    y = torch.einsum("mij,ij->m", A.double(), X_star.double()).float()  # (m,)
+    return A, X_star, y, gen
+
+
+# Part 1
+
+
+PROBES.add("mlp_architecture", inputs=lambda hidden_sizes, input_size=784, output_size=10: {
+    "hidden_sizes": list(hidden_sizes), "input_size": input_size, "output_size": output_size,
+    "x": torch.randn(3, 1, 28, 28, generator=_generator(0))})
+PROBES.add("mlp_forward", inputs=lambda seed, hidden_sizes, n=16: {
+    "hidden_sizes": list(hidden_sizes), "weights": mlp_weights(hidden_sizes, seed),
+    "x": torch.randn(n, 1, 28, 28, generator=_generator(seed + 1))})
+
+
+def _gradient_norms_inputs(seed: int, hidden_sizes, n: int = 32) -> dict:
+    gen = _generator(seed + 1)
+    x = torch.randn(n, 1, 28, 28, generator=gen)  # (n, 1, 28, 28)
+    return {"hidden_sizes": list(hidden_sizes), "weights": mlp_weights(hidden_sizes, seed), "x": x,
+            "labels": torch.randint(0, 10, (n,), generator=gen)}
+
+
+PROBES.add("gradient_norms", inputs=_gradient_norms_inputs, result=lambda raw, inputs, kw: {
+    "norms": raw["norms"], "weight_grads": raw["weight_grads"],
+    "parameter_grad_norms": [float(g.norm()) for g in raw["parameter_grads"]]})
+PROBES.add("train_epochs", inputs=lambda images, labels, hidden_sizes, seed, batch_size, lr, epochs: {
+    "images": images, "labels": labels, "hidden_sizes": list(hidden_sizes),
+    "weights": mlp_weights(hidden_sizes, seed), "seed": seed, "batch_size": batch_size, "lr": lr, "epochs": epochs})
+PROBES.add("test_epoch", inputs=lambda images, labels, hidden_sizes, seed, batch_size, weight_scale=1.0: {
+    "images": images, "labels": labels, "hidden_sizes": list(hidden_sizes),
+    "weights": mlp_weights(hidden_sizes, seed, scale=weight_scale), "batch_size": batch_size})
+
+
+# Part 2
+
+
+def _measurements_inputs(seed: int, m: int, d: int, symmetric: bool = False) -> dict:
+    """Gaussian A (m, d, d) and a Gaussian X (symmetrized if asked)."""
+    gen = _generator(seed)
+    A = torch.randn(m, d, d, generator=gen)  # (m, d, d)
+    X = torch.randn(d, d, generator=gen)  # (d, d)
+    return {"A": A, "X": (X + X.T) / 2 if symmetric else X}
+
+
+def _at_random_u(seed: int, m: int, d: int, r: int, R: int) -> dict:
+    """A random U (d, R) on a rank-r problem (A_i not symmetric)."""
+    A, _, y, gen = sensing_problem(seed, m, d, r)
+    return {"U": torch.randn(d, R, generator=gen) / math.sqrt(d), "A": A, "y": y}  # U (d, R)
+
+
+def _descent_inputs(seed: int, m: int, d: int, r: int, R: int, alpha: float, lr_scale: float, steps: int) -> dict:
+    """U_0 = alpha * N(0, 1) (d, R) and lr = lr_scale / ||X*||_2."""
+    A, X_star, y, gen = sensing_problem(seed, m, d, r)
+    U0 = alpha * torch.randn(d, R, generator=gen)  # (d, R)
+    lr = lr_scale / torch.linalg.matrix_norm(X_star.double(), ord=2).item()
+    return {"U0": U0, "A": A, "y": y, "X_star": X_star, "lr": lr, "steps": steps}
+
+
+PROBES.add("sensing_measurements", inputs=_measurements_inputs)
+PROBES.add("sensing_loss", inputs=_at_random_u)
+PROBES.add("sensing_grad", inputs=_at_random_u)
+PROBES.add("gradient_descent", inputs=_descent_inputs,
+           result=lambda raw, inputs, kw: {**raw, "X_star": inputs["X_star"]})
