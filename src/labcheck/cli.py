@@ -79,9 +79,9 @@ def cmd_grade(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from labcheck import bench
+    from labcheck.bench import command
 
-    return bench.main(args)
+    return command.main(args)
 
 
 def cmd_package(args) -> int:

@@ -56,7 +56,7 @@ class Exercise:
     subsampling: str  # how the seed subsamples its training images, in words
     title: str  # what the exercise reproduces, one line
     train_split: Callable[[Split, int], Split]  # (the data set's train split, seed) -> the seed's images
-    bench_cases: tuple[str, ...]  # names of its throughput cases in labcheck.bench.CASES
+    bench_cases: tuple[str, ...]  # names of its throughput cases in labcheck.bench.builders.CASES
 
     @property
     def reference_path(self) -> Path:
