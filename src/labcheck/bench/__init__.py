@@ -11,5 +11,6 @@ Used by `labcheck bench` (a table; saved runs and their comparison) and by tests
     results    one case's measurement and its figures (ratio, %peak, PASS/MISS), the table
     grading    the grading benchmark: submissions per minute, old way vs new way
 
+    history    saved runs, their comparison (REGRESSION / same / faster) and history plots
     command    `labcheck bench` itself
 """
