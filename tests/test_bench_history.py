@@ -9,7 +9,7 @@ import pytest
 
 from labcheck import cli
 from labcheck.bench import builders, command, harness, history
-from test_bench_units import restore_threads, small_split  # noqa: F401  (fixtures)
+from bench_fixtures import restore_threads, small_split  # noqa: F401  (fixtures)
 
 SLOWDOWN = 4  # the slowed run's core does its round this many times: its ratio and %peak fall to a quarter
 

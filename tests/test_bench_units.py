@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from labcheck import data, paths
+from labcheck import paths
 from labcheck.bench import builders, command, fallbacks, grading, harness, results, workload
+from bench_fixtures import restore_threads, small_split  # noqa: F401  (fixtures)
 
 MINIBATCH_CASES = [name for name, c in builders.CASES.items() if c.dataset is not None and c.exercise != "width"]
 # The fast path (float32 numpy, BLAS sger) and the seed's autograd loop round differently.
@@ -25,22 +26,6 @@ SENSING_UPDATES = {"rtol": 1e-4, "atol": 1e-6}
 # Read at collection, before pytester points HOME at its temporary directory: an inner pytest run with
 # an empty cache would rebuild the compiled step (~30 s) and decode the data set again.
 USER_CACHE = paths.cache_root()
-
-
-@pytest.fixture(scope="module")
-def small_split():
-    """512 real Fashion-MNIST images: the loops' arithmetic does not depend on which data set."""
-    return data.load(data.FASHION).train.subset(torch.arange(512))
-
-
-@pytest.fixture
-def restore_threads():
-    """command.main sets torch's and BLAS's thread counts for the process: put them back."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    torch_threads = torch.get_num_threads()
-    with threadpoolctl.threadpool_limits(limits=None):  # restores the BLAS limits on exit
-        yield
-    torch.set_num_threads(torch_threads)
 
 
 def test_mlp_step_flops_is_the_hand_count_for_the_lab3_mlp():
