@@ -57,6 +57,7 @@ class Exercise:
     title: str  # what the exercise reproduces, one line
     train_split: Callable[[Split, int], Split]  # (the data set's train split, seed) -> the seed's images
     bench_cases: tuple[str, ...]  # names of its throughput cases in labcheck.bench.builders.CASES
+    devices: tuple[str, ...] = ("cpu", "cuda")  # where its reference trains (its --device flag does something)
 
     @property
     def reference_path(self) -> Path:
@@ -87,7 +88,8 @@ class Exercise:
 
 _ALL = (
     Exercise("width", "hw2_width_fashion_mnist.txt", dataset_names.FASHION, "random 12% of the 60k train images",
-             "performance vs width, divergent learning rate, interpolation", _fraction_12, ("width",)),
+             "performance vs width, divergent learning rate, interpolation", _fraction_12, ("width",),
+             devices=("cpu",)),  # one example per step is latency bound: the reference trains on the CPU only
     Exercise("sgd", "lab3_sgd_from_scratch_mnist.txt", dataset_names.MNIST, "all train images",
              "SGD and momentum from scratch vs torch.optim.SGD", _all_train, ("sgd-custom", "sgd-torch")),
     Exercise("batchnorm", "a4_batchnorm_mlp_mnist.txt", dataset_names.MNIST, "first 600 train images per class",
