@@ -238,13 +238,6 @@ def test_results_do_not_depend_on_the_number_of_processes():
     assert ref.band_metrics(one) == ref.band_metrics(two)
 
 
-# The metrics whose bands the study's test checks on the held-out seed: one or two per experiment, each one
-# that the quick budget already trains well above chance (width 16 does not: it stays near chance). At the
-# bands' false-failure probability of FALSE_FAILURE per metric, a correct reference fails this list with
-# probability <= len(CHECKED) * FALSE_FAILURE (the other metrics of band_metrics feed the seed claims).
-CHECKED = ("adam_lr0.01.val_acc", "adam_lr0.001.val_acc", "sgd_lr0.1.train_acc", "batch_size4.val_acc",
-           "batchnorm.train_acc", "no_batchnorm.train_acc", "aug_noise0.2_shift_flip.train_acc",
-           "width512.train_acc", "baseline.val_acc", "intro_adam_lr0.01_batch16.train_acc", "selected.test_acc")
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +277,7 @@ def _check_bands(metrics: dict, source: str, budget: str, untrained: float) -> N
     if not bands.has_bands("hyperparams", budget, source):
         pytest.skip(bands.missing_band_message("hyperparams", budget, source))
     failures = []
-    for name in CHECKED:
+    for name in ref.CHECKED_BANDS:
         band = bands.get_band(f"hyperparams.{budget}.{name}", source)
         if "acc" in name and band.contains(untrained):
             failures.append(f"{name}: band [{band.lo:.3f}, {band.hi:.3f}] accepts an untrained network ({untrained:.3f})")
