@@ -1,5 +1,5 @@
 """labcheck.bands: the one table of bands and tolerances, the one rule that derives bands, and the band
-files themselves (every file in reference/bands/, whoever wrote it)."""
+files themselves (every exercise folder's bands.json, whoever wrote it)."""
 import json
 import math
 

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from labcheck import bench, data, paths
+from labcheck import paths
+from labcheck.bench import builders, command, fallbacks, grading, harness, results, workload
 from labcheck.exercises import get
+from bench_fixtures import restore_threads, small_split  # noqa: F401  (fixtures)
 
-MINIBATCH_CASES = [name for name, c in bench.CASES.items() if c.dataset is not None and c.exercise != "width"]
+MINIBATCH_CASES = [name for name, c in builders.CASES.items() if c.dataset is not None and c.exercise != "width"]
 # The fast path (float32 numpy, BLAS sger) and the seed's autograd loop round differently.
 PER_SAMPLE_UPDATES = {"rtol": 1e-4, "atol": 1e-7}
 # A (m, d*d) @ (d*d,) product in torch against the seed's per-measurement numpy sums.
@@ -27,45 +29,29 @@ SENSING_UPDATES = {"rtol": 1e-4, "atol": 1e-6}
 USER_CACHE = paths.cache_root()
 
 
-@pytest.fixture(scope="module")
-def small_split():
-    """512 real Fashion-MNIST images: the loops' arithmetic does not depend on which data set."""
-    return data.load(data.FASHION).train.subset(torch.arange(512))
-
-
-@pytest.fixture
-def restore_threads():
-    """bench.main sets torch's and BLAS's thread counts for the process: put them back."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    torch_threads = torch.get_num_threads()
-    with threadpoolctl.threadpool_limits(limits=None):  # restores the BLAS limits on exit
-        yield
-    torch.set_num_threads(torch_threads)
-
-
 def test_mlp_step_flops_is_the_hand_count_for_the_lab3_mlp():
     # forward 2*128*(784*100 + 100*100 + 100*10) = 22,886,400; dW the same;
     # dX for layers 2 and 3 only: 2*128*(100*100 + 100*10) = 2,816,000.
     layers = [(784, 100), (100, 100), (100, 10)]
-    assert bench.mlp_step_flops(layers, 128) == 22_886_400 * 2 + 2_816_000
-    assert bench.mlp_step_flops(layers, 128, input_requires_grad=True) == 3 * 22_886_400
+    assert workload.mlp_step_flops(layers, 128) == 22_886_400 * 2 + 2_816_000
+    assert workload.mlp_step_flops(layers, 128, input_requires_grad=True) == 3 * 22_886_400
 
 
 def test_linear_layers_reads_the_models_in_order():
-    assert bench.linear_layers(bench.FALLBACKS["hyperparams"].build_net(128)) == [(784, 128), (128, 64), (64, 10)]
-    model = bench.FALLBACKS["gradnorms"].MNISTClassifierMLP(784, [128] * 3, 10)
-    assert bench.linear_layers(model) == [(784, 128), (128, 128), (128, 128), (128, 10)]
+    assert workload.linear_layers(fallbacks.FALLBACKS["hyperparams"].build_net(128)) == [(784, 128), (128, 64), (64, 10)]
+    model = fallbacks.FALLBACKS["gradnorms"].MNISTClassifierMLP(784, [128] * 3, 10)
+    assert workload.linear_layers(model) == [(784, 128), (128, 128), (128, 128), (128, 10)]
 
 
 def test_sensing_step_flops_is_the_hand_count():
     # U U^T 2*10*10*2 = 400; residuals 2*7*100 = 1400; sum r_i A_i 1400; (S + S^T) U 400.
-    assert bench.sensing_step_flops(m=7, d=10, r=2) == 3600
+    assert workload.sensing_step_flops(m=7, d=10, r=2) == 3600
 
 
 @pytest.mark.parametrize("case", MINIBATCH_CASES)
 def test_seed_style_and_resident_loops_compute_the_same_updates(case, small_split):
-    seed_work = bench.build(case, shuffle=False, steps=2, split=small_split)
-    core_work = bench.build(case, shuffle=False, steps=2, split=small_split)
+    seed_work = builders.build(case, shuffle=False, steps=2, split=small_split)
+    core_work = builders.build(case, shuffle=False, steps=2, split=small_split)
     before = {k: v.clone() for k, v in core_work.core.state().items()}
     seed_work.seed.run()
     core_work.core.run()
@@ -75,8 +61,8 @@ def test_seed_style_and_resident_loops_compute_the_same_updates(case, small_spli
 
 
 def test_width_fast_path_and_seed_loop_compute_the_same_updates(small_split):
-    fast = bench.build("width", steps=64, split=small_split)
-    seed = bench.build("width", steps=64, split=small_split)
+    fast = builders.build("width", steps=64, split=small_split)
+    seed = builders.build("width", steps=64, split=small_split)
     np.random.seed(3)
     fast.core.run()
     np.random.seed(3)
@@ -87,7 +73,7 @@ def test_width_fast_path_and_seed_loop_compute_the_same_updates(small_split):
 
 def test_sensing_step_and_seed_loop_compute_the_same_update():
     sizes = dict(m=40, d=8, r=2, seed_m=40, lr=0.05)
-    core_work, seed_work = bench.build("gradnorms-sensing", **sizes), bench.build("gradnorms-sensing", **sizes)
+    core_work, seed_work = builders.build("gradnorms-sensing", **sizes), builders.build("gradnorms-sensing", **sizes)
     before = core_work.core.state()["U"].clone()
     core_work.core.run()
     seed_work.seed.run()
@@ -97,44 +83,44 @@ def test_sensing_step_and_seed_loop_compute_the_same_update():
 
 def test_every_clock_read_follows_a_synchronize(monkeypatch):
     events = []
-    monkeypatch.setattr(bench.core, "synchronize", lambda device: events.append("sync"))
-    real_clock = bench.time.perf_counter
+    monkeypatch.setattr(harness.core, "synchronize", lambda device: events.append("sync"))
+    real_clock = harness.time.perf_counter
 
     def clock():
         events.append("clock")
         return real_clock()
 
-    times = bench.time_rounds(lambda: events.append("run"), "cpu", seconds=0.0, min_rounds=3, warmup=1, clock=clock)
+    times = harness.time_rounds(lambda: events.append("run"), "cpu", seconds=0.0, min_rounds=3, warmup=1, clock=clock)
     assert len(times) == 3
     assert events == ["run"] + ["sync", "clock", "run", "sync", "clock"] * 3
-    target = bench.timed(lambda: events.append("work"), "cpu")
+    target = harness.timed(lambda: events.append("work"), "cpu")
     events.clear()
     target()
     assert events == ["work", "sync"]
 
 
 def test_clock_is_thread_cpu_time_for_one_cpu_thread_else_wall(monkeypatch, restore_threads):
-    monkeypatch.delenv(bench.CLOCK_ENV, raising=False)
+    monkeypatch.delenv(harness.CLOCK_ENV, raising=False)
     torch.set_num_threads(1)
-    assert bench.clock_for("cpu") is bench.time.thread_time
-    assert bench.clock_for("cuda") is bench.time.perf_counter
+    assert harness.clock_for("cpu") is harness.time.thread_time
+    assert harness.clock_for("cuda") is harness.time.perf_counter
     torch.set_num_threads(2)
-    assert bench.clock_for("cpu") is bench.time.perf_counter
-    monkeypatch.setenv(bench.CLOCK_ENV, "cpu")
-    assert bench.clock_for("cpu") is bench.time.thread_time and bench.clock_name(bench.clock_for("cpu")) == "cpu"
-    monkeypatch.setenv(bench.CLOCK_ENV, "sundial")
+    assert harness.clock_for("cpu") is harness.time.perf_counter
+    monkeypatch.setenv(harness.CLOCK_ENV, "cpu")
+    assert harness.clock_for("cpu") is harness.time.thread_time and harness.clock_name(harness.clock_for("cpu")) == "cpu"
+    monkeypatch.setenv(harness.CLOCK_ENV, "sundial")
     with pytest.raises(ValueError, match="wall"):
-        bench.clock_for("cpu")
+        harness.clock_for("cpu")
 
 
 def test_plan_rounds_fills_max_time_with_at_least_min_rounds():
-    assert bench.plan_rounds(0.01, max_time=0.2, min_rounds=3) == 20
-    assert bench.plan_rounds(0.5, max_time=0.2, min_rounds=3) == 3
-    assert bench.plan_rounds(1e-9, max_time=10.0, min_rounds=3, max_rounds=50) == 50
+    assert harness.plan_rounds(0.01, max_time=0.2, min_rounds=3) == 20
+    assert harness.plan_rounds(0.5, max_time=0.2, min_rounds=3) == 3
+    assert harness.plan_rounds(1e-9, max_time=10.0, min_rounds=3, max_rounds=50) == 50
 
 
 def _result(case="sgd-custom", device="cpu", core=100_000.0, seed=9_000.0, flops=400_000.0, peak=(50.0, 2048)):
-    return bench.Result(case, bench.CASES[case].exercise, device, 1, bench.CASES[case].batch_size, "test",
+    return results.Result(case, builders.CASES[case].exercise, device, 1, builders.CASES[case].batch_size, "test",
                         core, core, seed, flops, *peak)
 
 
@@ -163,26 +149,26 @@ def test_a_ratio_target_above_the_matmul_ceiling_is_reported_out_of_reach():
 
 def test_step_matmuls_do_the_flops_mlp_step_flops_counts():
     layers, batch = [(784, 512), (512, 512), (512, 10)], 8
-    loop = bench.step_matmuls(layers, batch, torch.device("cpu"), steps=1)
+    loop = workload.step_matmuls(layers, batch, torch.device("cpu"), steps=1)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as prof:
         loop.run()
     counted = sum(e.flops for e in prof.key_averages() if e.key == "aten::mm")
-    assert counted == bench.mlp_step_flops(layers, batch) and loop.samples == batch
+    assert counted == workload.mlp_step_flops(layers, batch) and loop.samples == batch
 
 
 def test_contract_falls_back_to_the_bench_copies_and_says_why():
-    ns, source = bench.contract("sgd", "no_such_name")
-    assert ns is bench.FALLBACKS["sgd"] and "lacks no_such_name" in source
-    ns, source = bench.contract("sgd", "my_nn", use_reference=False)
-    assert ns is bench.FALLBACKS["sgd"] and "bench copy" in source
+    ns, source = workload.contract("sgd", "no_such_name")
+    assert ns is fallbacks.FALLBACKS["sgd"] and "lacks no_such_name" in source
+    ns, source = workload.contract("sgd", "my_nn", use_reference=False)
+    assert ns is fallbacks.FALLBACKS["sgd"] and "bench copy" in source
 
 
 def test_bench_main_prints_a_table_with_targets(monkeypatch, capsys, small_split, restore_threads):
-    monkeypatch.setenv(bench.GRADING_CLASS_ENV, "0")  # the grading row has its own test
-    monkeypatch.setattr(bench, "PEAK_SIZES", (256,))
-    monkeypatch.setattr(bench, "_train_split", lambda case, seed: small_split)
+    monkeypatch.setenv(grading.GRADING_CLASS_ENV, "0")  # the grading row has its own test
+    monkeypatch.setattr(harness, "PEAK_SIZES", (256,))
+    monkeypatch.setattr(builders, "train_split", lambda case, seed: small_split)
     args = argparse.Namespace(exercise="sgd", device="cpu", seconds=0.01, threads=1)
-    assert bench.main(args) == 0
+    assert command.main(args) == 0
     out = capsys.readouterr().out
     assert "sgemm peak" in out and "1 torch thread" in out
     rows = [line for line in out.splitlines() if line.startswith("sgd-")]
@@ -193,7 +179,7 @@ def test_bench_main_prints_a_table_with_targets(monkeypatch, capsys, small_split
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when CUDA is absent")
 def test_bench_main_without_cuda_says_so(capsys, restore_threads):
     args = argparse.Namespace(exercise="width", device="cuda", seconds=0.01, threads=1)
-    assert bench.main(args) == 2
+    assert command.main(args) == 2
     assert "cuda" in capsys.readouterr().out
 
 
@@ -222,7 +208,7 @@ def _graded(statuses: dict[str, str]) -> dict:
 
 
 def test_grading_class_copies_the_examples_round_robin(tmp_path):
-    subs, origin = bench.grading_class("sgd", 5, tmp_path / "class")
+    subs, origin = grading.grading_class("sgd", 5, tmp_path / "class")
     examples = sorted(p.stem for p in get("sgd").examples_dir.glob("*.py") if not p.name.startswith("_"))
     assert [s.name for s in subs] == sorted(origin) and len(subs) == 5
     assert [origin[s.name] for s in subs] == [examples[i % len(examples)] for i in range(5)]
@@ -235,16 +221,16 @@ def test_grading_mismatches_compare_each_copy_with_its_examples_baseline():
     baseline = {"s0_correct": _graded({"a": "passed", "b": "passed"}), "s1_buggy": _graded({"a": "failed", "b": "passed"})}
     pooled = {"s0_correct": _graded({"a": "passed", "b": "passed"}), "s1_buggy": _graded({"a": "failed", "b": "passed"}),
               "s2_correct": _graded({"a": "passed", "b": "failed"})}
-    assert bench.grading_mismatches(baseline, pooled, origin) == ["s2_correct"]
+    assert grading.grading_mismatches(baseline, pooled, origin) == ["s2_correct"]
     pooled["s2_correct"] = _graded({"a": "passed", "b": "passed"})
-    assert bench.grading_mismatches(baseline, pooled, origin) == []
+    assert grading.grading_mismatches(baseline, pooled, origin) == []
 
 
 def test_grading_result_rates_and_verdict():
-    res = bench.GradingResult("sgd", 20, 9, 2, baseline_seconds=45.0, pool_seconds=18.0, mismatches=[])
+    res = grading.GradingResult("sgd", 20, 9, 2, baseline_seconds=45.0, pool_seconds=18.0, mismatches=[])
     assert res.baseline_per_min == pytest.approx(12.0) and res.pool_per_min == pytest.approx(66.7, abs=0.1)
     assert res.ratio == pytest.approx(5.56, abs=0.01) and res.verdict == "PASS" and res.misses() == []
-    assert ">=5x PASS" in bench.format_grading(res) and "same verdicts" in bench.format_grading(res)
+    assert ">=5x PASS" in grading.format_grading(res) and "same verdicts" in grading.format_grading(res)
     slow = dataclasses.replace(res, pool_seconds=60.0)
     assert slow.verdict == "MISS" and "target >= 5x" in slow.misses()[0]
     wrong = dataclasses.replace(res, mismatches=["student003_correct"])
@@ -253,20 +239,20 @@ def test_grading_result_rates_and_verdict():
 
 
 def test_bench_main_prints_the_grading_row(monkeypatch, capsys, small_split, restore_threads):
-    monkeypatch.setattr(bench, "PEAK_SIZES", (256,))
-    monkeypatch.setattr(bench, "_train_split", lambda case, seed: small_split)
+    monkeypatch.setattr(harness, "PEAK_SIZES", (256,))
+    monkeypatch.setattr(builders, "train_split", lambda case, seed: small_split)
     calls = []
 
     def fake_measure(exercise, size):
         calls.append((exercise, size))
-        return bench.GradingResult(exercise, size, 3, 2, 30.0, 20.0, [])
+        return grading.GradingResult(exercise, size, 3, 2, 30.0, 20.0, [])
 
-    monkeypatch.setattr(bench, "measure_grading", fake_measure)
+    monkeypatch.setattr(grading, "measure_grading", fake_measure)
     args = argparse.Namespace(exercise="sgd", device="cpu", seconds=0.01, threads=1, grading_class=4)
-    assert bench.main(args) == 0
+    assert command.main(args) == 0
     assert calls == [("sgd", 4)]
     assert "grading sgd" in capsys.readouterr().out
-    monkeypatch.setenv(bench.GRADING_CLASS_ENV, "0")
+    monkeypatch.setenv(grading.GRADING_CLASS_ENV, "0")
     args = argparse.Namespace(exercise="sgd", device="cpu", seconds=0.01, threads=1)
-    bench.main(args)
+    command.main(args)
     assert calls == [("sgd", 4)], "LABCHECK_BENCH_GRADING_CLASS=0 skips the grading row"

@@ -1,6 +1,6 @@
 """Every bundled example submission loses points exactly on the tests its EXPECTED_FAILURES names.
 
-Parametrized over whatever examples/<id>/*.py exist at collection time (grade.discover_examples;
+Parametrized over whatever exercises/<id>/examples/*.py exist at collection time (grade.discover_examples;
 tests/test_graded_tests_bite.py checks that this is every file there, that the names are real graded
 tests, and that together the buggy examples lose every graded test). All examples are graded once,
 `jobs` at a time, by labcheck.grade (one grader process per example, as `labcheck grade --examples`

@@ -7,7 +7,7 @@ example once, that it loses exactly its EXPECTED_FAILURES. Together they are air
 
   - the graded tests are those pytest itself collects with the `graded` marker (collected in-process,
     not run), and the grader's own plan of them (`grade.planned_tests`, read from the source) agrees;
-  - every .py file in examples/<id>/ is one `grade.discover_examples()` finds (so test_examples grades
+  - every .py file in exercises/<id>/examples/ is one `grade.discover_examples()` finds (so test_examples grades
     it), exercises with examples are registered, and each registered exercise has examples;
   - every EXPECTED_FAILURES is a literal naming real graded tests of its own exercise, once each;
     correct.py names none and every buggy_*.py at least one.
@@ -61,7 +61,7 @@ def test_every_graded_test_is_lost_by_a_buggy_example(exercise):
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_every_example_file_is_graded(exercise):
-    """test_examples grades what discover_examples finds: that must be every file of examples/<id>/."""
+    """test_examples grades what discover_examples finds: that must be every file of exercises/<id>/examples/."""
     folder = REGISTRY[exercise].examples_dir
     entries = sorted(p.name for p in folder.iterdir() if p.name != "__pycache__")
     discovered = sorted(s.path.name for s in examples_of(exercise))

@@ -1,6 +1,6 @@
 """Notebooks as students hand them in (labcheck.submission.read_notebook).
 
-The notebook versions of the bundled examples are built here, from examples/<id>/*.py: the
+The notebook versions of the bundled examples are built here, from exercises/<id>/examples/*.py: the
 module docstring becomes a markdown cell, each top-level definition its own code cell, and the
 cells a Colab/Jupyter export carries are added around them: `!pip` and `!nvidia-smi`,
 `%matplotlib inline`, `%timeit`, Colab's `from google.colab import drive`, a `%%time` training

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from labcheck import bench, exercises, paths
+from labcheck import exercises, paths
+from labcheck.bench import builders
 from labcheck.exercises import EXERCISES, REGISTRY
 
 
@@ -22,9 +23,9 @@ def test_every_registered_exercise_has_its_files(exercise):
 
 def test_bench_cases_are_the_registrys():
     registered = {case for ex in REGISTRY.values() for case in ex.bench_cases}
-    assert registered == set(bench.CASES)
+    assert registered == set(builders.CASES)
     for ex in REGISTRY.values():
-        assert all(bench.CASES[name].exercise == ex.id for name in ex.bench_cases)
+        assert all(builders.CASES[name].exercise == ex.id for name in ex.bench_cases)
 
 
 def test_unknown_exercise_names_the_known_ones():

@@ -90,7 +90,7 @@ def test_every_reference_has_the_skeleton(exercise):
     """The reference skeleton of issue #13 (../notes/SKELETON.md): the same names and flags in all five."""
     module = study.load_reference(exercise)
     for name in ("Config", "QUICK", "DRY_RUN", "get_args_parser", "main", "band_metrics"):
-        assert hasattr(module, name), f"reference/{exercise}.py lacks {name}"
+        assert hasattr(module, name), f"exercises/{exercise}/reference.py lacks {name}"
     args = module.get_args_parser().parse_args(["--seed", "3", "--deterministic", "--quick", "--out", "x"])
     cfg = module.Config.from_args(args)
     assert (cfg.seed, cfg.deterministic, cfg.quick, cfg.out) == (3, True, True, "x")

@@ -1,4 +1,4 @@
-"""Tests of reference/batchnorm.py and of the grader's checks for `batchnorm` (seed a4_batchnorm_mlp_mnist.txt).
+"""Tests of exercises/batchnorm/reference.py and of the grader's checks for `batchnorm` (seed a4_batchnorm_mlp_mnist.txt).
 
 Property tests (hypothesis) check the reference's models by behaviour: eval-mode outputs equal the canonical
 Linear-ReLU-(Linear-BatchNorm-ReLU)*k-Linear forward from their own parameters and do not depend on the

@@ -5,7 +5,7 @@ Points follow the seed where it gives them: Problem 1 Part 1 (the MLP, 5) = arch
 training curves 8. Problem 2 has no points in the notebook; weighted by importance: measurements 3, loss 2,
 gradient 5, gradient descent with R = r 5, over-parametrized R = d from small and large init 5.
 Every comparison is against the reference run through the same probe (`lab.expect`), with tolerances from
-reference/bands/gradnorms.json; the messages name the seed's and other classic mistakes.
+exercises/gradnorms/bands.json; the messages name the seed's and other classic mistakes.
 """
 import math
 

@@ -1,10 +1,10 @@
-"""Tests of reference/gradnorms.py: properties of the contract names, the --dry-run, and the result bands.
+"""Tests of exercises/gradnorms/reference.py: properties of the contract names, the --dry-run, and the result bands.
 
 Properties (hypothesis): sensing_grad equals torch.autograd of sensing_loss; the measurements are linear in X
 and equal sum(A_i * X); get_gradient_norms equals torch.linalg.norm of each Linear weight's gradient in
 forward order; the MLP outputs log-probabilities; gradient_descent's distances describe its iterates, divergent
 runs included. The experiment on the held-out seed (quick by default, full with `-m slow`): the headline answer
-(a smaller initialization alpha ends at a lower effective rank, nearer X*) and reference/bands/gradnorms.json.
+(a smaller initialization alpha ends at a lower effective rank, nearer X*) and exercises/gradnorms/bands.json.
 """
 import json
 import math
@@ -234,7 +234,7 @@ def _check_headline_answers(result: dict) -> None:
 
     The rank grows with alpha through the low-rank regime (rank < d/2); once a run is high-rank, every larger
     alpha stays high-rank, but not necessarily higher: at the full budget (d = 100) the six measured seeds end
-    at rank 84-86 for alpha 1e-2 and 79-81 for 1e-1, both near full rank (reference/claims/gradnorms.json's
+    at rank 84-86 for alpha 1e-2 and 79-81 for 1e-1, both near full rank (exercises/gradnorms/claims.json's
     `rank_grows_with_alpha` reports that strict monotonicity is not reproduced)."""
     p2 = result["part2"]
     half = p2["d"] / 2
@@ -253,11 +253,6 @@ def _check_headline_answers(result: dict) -> None:
     assert p2["rank_r_final_distance"] < min(v["final_distance"] for v in p2["overparametrized"].values())
 
 
-# The metrics whose bands the tests check on the held-out seed (the others feed the seed claims): a correct
-# reference fails this list with probability <= len(CHECKED) * bands.FALSE_FAILURE.
-CHECKED = ("final_train_loss", "final_test_acc", "grad_norm_layer1.last", "grad_norm_layer4.last",
-           "grad_norm_layer1.epoch1", "sensing.rank_r_log10_distance", "sensing.small_alpha_effective_rank",
-           "sensing.large_alpha_effective_rank", "sensing.documented.alpha1e-05.log10_distance")
 
 
 def _check_bands(ref, result: dict, budget: str) -> None:
@@ -266,7 +261,7 @@ def _check_bands(ref, result: dict, budget: str) -> None:
         pytest.skip(bands.missing_band_message("gradnorms", budget, source))
     metrics = ref.band_metrics(result)
     failures = []
-    for name in CHECKED:
+    for name in ref.CHECKED_BANDS:
         try:
             bands.check_band(f"gradnorms.{budget}.{name}", metrics[name], source)
         except bands.BandError as e:
@@ -295,7 +290,7 @@ def test_full_run_gives_the_headline_answers_and_stays_in_its_bands(ref, tmp_pat
 
 
 def test_every_seed_claim_names_a_metric_of_the_full_run(ref, tmp_path):
-    """reference/claims/gradnorms.json names metrics of band_metrics: the sensing ones as a dry run reports them
+    """exercises/gradnorms/claims.json names metrics of band_metrics: the sensing ones as a dry run reports them
     (the grids' alphas do not change with the budget), the gradient norms per layer at epochs 1-5 and 40."""
     metrics = set(ref.band_metrics(_run(ref, tmp_path, "--dry-run")))
     depth = len(ref.Config().hidden_sizes) + 1

@@ -1,4 +1,4 @@
-"""Tests of reference/hyperparams.py: NoisyDataset and count_parameters properties, the fast path against
+"""Tests of exercises/hyperparams/reference.py: NoisyDataset and count_parameters properties, the fast path against
 the Dataset path, the dry run, that the study's numbers do not depend on its number of processes, and the
 study itself on the held-out seed (quick budget by default, full budget with -m slow): its headline answers
 and its bands."""
@@ -239,13 +239,6 @@ def test_results_do_not_depend_on_the_number_of_processes():
     assert ref.band_metrics(one) == ref.band_metrics(two)
 
 
-# The metrics whose bands the study's test checks on the held-out seed: one or two per experiment, each one
-# that the quick budget already trains well above chance (width 16 does not: it stays near chance). At the
-# bands' false-failure probability of FALSE_FAILURE per metric, a correct reference fails this list with
-# probability <= len(CHECKED) * FALSE_FAILURE (the other metrics of band_metrics feed the seed claims).
-CHECKED = ("adam_lr0.01.val_acc", "adam_lr0.001.val_acc", "sgd_lr0.1.train_acc", "batch_size4.val_acc",
-           "batchnorm.train_acc", "no_batchnorm.train_acc", "aug_noise0.2_shift_flip.train_acc",
-           "width512.train_acc", "baseline.val_acc", "intro_adam_lr0.01_batch16.train_acc", "selected.test_acc")
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +278,7 @@ def _check_bands(metrics: dict, source: str, budget: str, untrained: float) -> N
     if not bands.has_bands("hyperparams", budget, source):
         pytest.skip(bands.missing_band_message("hyperparams", budget, source))
     failures = []
-    for name in CHECKED:
+    for name in ref.CHECKED_BANDS:
         band = bands.get_band(f"hyperparams.{budget}.{name}", source)
         if "acc" in name and band.contains(untrained):
             failures.append(f"{name}: band [{band.lo:.3f}, {band.hi:.3f}] accepts an untrained network ({untrained:.3f})")
@@ -320,7 +313,7 @@ def test_full_study_gives_the_headline_answers_and_stays_in_its_bands(tmp_path_f
 
 
 def test_every_seed_claim_names_a_metric_of_the_full_study():
-    """reference/claims/hyperparams.json compares the seed's table with band_metrics of the full study: every
+    """exercises/hyperparams/claims.json compares the seed's table with band_metrics of the full study: every
     metric it names is '<run key of plan(Config())>.<a per-run metric of band_metrics>' or a study summary."""
     dry = ref.band_metrics(ref.main(ref.get_args_parser().parse_args(["--dry-run", "--no-progress"])))
     dry_runs = {r.key for r in ref.plan(ref.Config.from_args(ref.get_args_parser().parse_args(["--dry-run"])))}

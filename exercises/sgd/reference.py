@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 SIZES = (784, 100, 100, 10)  # input pixels, two hidden layers, classes
 RUNS = ("custom_sgd", "torch_sgd", "custom_momentum", "torch_momentum")
-# What the seed notebook printed is in reference/claims/sgd.json (claims to judge, never bands).
+# What the seed notebook printed is in exercises/sgd/claims.json (claims to judge, never bands).
 
 
 # ---------------------------------------------------------------------------------------------

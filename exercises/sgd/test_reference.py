@@ -1,4 +1,4 @@
-"""Tests of reference/sgd.py (lab 3: SGD from scratch): properties, the --dry-run, and band regressions.
+"""Tests of exercises/sgd/reference.py (lab 3: SGD from scratch): properties, the --dry-run, and band regressions.
 
 Exact vs rounding, and why:
   - `sgd_step`, `sgd_momentum_step` and `sgd_update` apply torch's `_single_tensor_sgd` operations in
@@ -8,7 +8,7 @@ Exact vs rounding, and why:
     matches only to float rounding: checked against an explicit bound of 2 float32 epsilons of the
     magnitudes involved per step. That is why graded tests compare students with tolerance "sgd.step".
 Init statistics use exact bounds (chi-square interval, normal bound on the mean, DKW) at the
-false-failure probability "sgd.init_stats" of reference/bands/sgd.json, per check.
+false-failure probability "sgd.init_stats" of exercises/sgd/bands.json, per check.
 """
 import dataclasses
 import json

@@ -15,4 +15,5 @@ EXERCISE = Exercise(
     subsampling="random 12% of the 60k train images",
     train_split=fraction_12,
     bench_cases=("width",),
+    devices=("cpu",),  # one example per step is latency bound: the reference trains on the CPU only
 )

@@ -1,4 +1,4 @@
-"""Tests of reference/width.py (hw2: performance vs width on Fashion-MNIST).
+"""Tests of exercises/width/reference.py (hw2: performance vs width on Fashion-MNIST).
 
 Properties of the contract functions (against independent formulas and the seed's own autograd
 update), the fast path against the seed's step, the pipeline (--dry-run), and band regressions at
@@ -286,7 +286,7 @@ def test_quick_run_within_bands(ref, tmp_path, check_bands):
 def test_full_sweep_answers_the_headline():
     """The headline answer of every measured full-budget seed: eta* and the halving rule land on the
     documented lr 5e-3, and the smallest width that interpolates within 120 passes is 32 (the seed
-    notebook says 128: reference/claims/width.json judges that claim)."""
+    notebook says 128: exercises/width/claims.json judges that claim)."""
     if not bands.has_bands("width", "full", data.FASHION):
         pytest.skip(bands.missing_band_message("width", "full", data.FASHION))
     width = bands.BANDS["width.full.smallest_interpolating_width"][data.FASHION]

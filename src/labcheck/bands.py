@@ -251,14 +251,17 @@ def has_bands(exercise: str, budget: str, source: str) -> bool:
     return any(key.startswith(prefix) and source in per_source for key, per_source in BANDS.items())
 
 
-def check_all(exercise: str, budget: str, metrics: dict[str, float], source: str) -> list[Band]:
-    """Check every band of `exercise` at `budget` for `source` against a run's band_metrics.
+def check_all(exercise: str, budget: str, metrics: dict[str, float], source: str,
+              only: Iterable[str] | None = None) -> list[Band]:
+    """Check every band of `exercise` at `budget` for `source` (or those of the metrics `only`) against a run's
+    band_metrics.
 
     A banded metric the run does not report fails too (e.g. no smallest interpolating width where every
     measured seed had one). Raises one BandError listing every failure; returns the bands checked.
     """
     prefix = f"{exercise}.{budget}."
-    keys = sorted(k for k, per_source in BANDS.items() if k.startswith(prefix) and source in per_source)
+    keys = sorted(k for k, per_source in BANDS.items() if k.startswith(prefix) and source in per_source
+                  and (only is None or k[len(prefix):] in set(only)))
     if not keys:
         raise KeyError(missing_band_message(exercise, budget, source))
     failures, checked = [], []

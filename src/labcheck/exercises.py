@@ -50,7 +50,8 @@ class Exercise:
     dataset: str | None = None  # dataset_names.MNIST or .FASHION: the real data it trains on (None: generated)
     subsampling: str = "all train images"  # how the seed subsamples its training images, in words
     train_split: Callable[["Split", int], "Split"] = all_train  # (train split, seed) -> the seed's images
-    bench_cases: tuple[str, ...] = ()  # its throughput cases in labcheck.bench.CASES (`labcheck bench`)
+    bench_cases: tuple[str, ...] = ()  # its throughput cases in labcheck.bench.builders.CASES (`labcheck bench`)
+    devices: tuple[str, ...] = ("cpu", "cuda")  # where its reference trains (its --device flag does something)
     reference_file: str = "reference.py"  # file names inside the folder (the internal _selftest overrides two)
     contract_file: str = "test_contract.py"
     folder: Path = Path()  # set by the registry: where exercise.py was found

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -287,6 +288,28 @@ class Interrupted(Exception):
 GRADER_PYTEST_ARGS = ("-p", "no:cacheprovider", "-p", "no:unraisableexception", "-p", "labcheck.plugin",
                       "--noconftest", "-o", "addopts=", "-q")
 GRADER_ENV = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+# Grading never uses a GPU (issue #25). Every expected answer, replay and tolerance is computed in the grader
+# on the CPU (tolerances come from float32 error there), and a grade must not depend on the machine that gave
+# it; so a student's `device = 'cuda' if torch.cuda.is_available() else 'cpu'` picks the CPU in the worker, as
+# on a machine without a GPU. Graders and workers get an empty CUDA_VISIBLE_DEVICES (the sandbox passes the
+# variable on to the worker); at whitelist-fs the sandbox's /dev has no GPU device file either, so code that
+# resets the variable still finds none.
+NO_GPU_ENV = {"CUDA_VISIBLE_DEVICES": ""}
+
+
+@contextlib.contextmanager
+def without_gpu():
+    """os.environ with NO_GPU_ENV while graders and worker zygotes start (each copies it), as it was after."""
+    before = {key: os.environ.get(key) for key in NO_GPU_ENV}
+    os.environ.update(NO_GPU_ENV)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def grader_command(sub: Submission, opts: Options, results: Path) -> list[str]:
@@ -433,7 +456,13 @@ def grade_one(sub: Submission, opts: Options, zygotes: WorkerZygotes | None = No
 
 
 def grade_many(subs: list[Submission], opts: Options, progress=None) -> dict[str, dict]:
-    """Grade in parallel (opts.jobs grader processes); skip finished ones unless opts.fresh."""
+    """Grade in parallel (opts.jobs grader processes); skip finished ones unless opts.fresh. No grader or
+    worker sees a GPU (NO_GPU_ENV)."""
+    with without_gpu():
+        return _grade_many(subs, opts, progress)
+
+
+def _grade_many(subs: list[Submission], opts: Options, progress=None) -> dict[str, dict]:
     done: dict[str, dict] = {}
     todo = []
     for sub in subs:

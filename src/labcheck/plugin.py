@@ -27,6 +27,7 @@ at once (labcheck.sandbox).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--labcheck-submission") and not config.getoption("--labcheck-exercise"):
         raise pytest.UsageError("--labcheck-submission needs --labcheck-exercise")
     if config.getoption("--labcheck-submission"):
+        from labcheck.grade import NO_GPU_ENV
         from labcheck.sandbox import check_min_isolation
+
+        os.environ.update(NO_GPU_ENV)  # a grading session: neither it nor its worker uses a GPU (grade.NO_GPU_ENV)
 
         try:
             check_min_isolation(config.getoption("--labcheck-min-isolation"))

@@ -327,7 +327,7 @@ class LinkRefused(ValueError):
 def refuse_links(path: Path) -> None:
     """Raise LinkRefused naming the first symbolic link in the upload `path` (itself, or anything in it).
 
-    A link is never followed out of a submission: `sgd.py -> reference/sgd.py` earned full marks with no
+    A link is never followed out of a submission: `sgd.py -> exercises/sgd/reference.py` earned full marks with no
     code of its own, `bob/sgd.py -> ../alice.py` graded alice's code as bob's, and a link to /etc/passwd
     put its first line into the student's feedback. The message names the link, never its target."""
     import os

@@ -14,19 +14,20 @@ Torch threads: LABCHECK_BENCH_THREADS (default 1), recorded as `torch_threads`.
 """
 import pytest
 
-from labcheck import bench, core
+from labcheck import core
+from labcheck.bench import builders, harness, results
 
 PARAMS = [
     pytest.param(case, device, id=f"{case}-{device}", marks=(pytest.mark.gpu,) if device == "cuda" else ())
-    for case in bench.CASE_NAMES
+    for case in builders.CASE_NAMES
     for device in ("cpu", "cuda")
-    if device in bench.CASES[case].devices
+    if device in builders.CASES[case].devices
 ]
 
 
 @pytest.fixture(scope="session")
 def torch_threads():
-    return bench.set_threads(bench.threads_from_env())
+    return harness.set_threads(harness.threads_from_env())
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +40,7 @@ def sgemm_peak(request, torch_threads):
 
     def peak(device, again=False):
         if device.type not in cache or again:
-            measured = bench.sgemm_peak(device, seconds=seconds)
+            measured = harness.sgemm_peak(device, seconds=seconds)
             cache[device.type] = max(cache.get(device.type, measured), measured)
         return cache[device.type]
 
@@ -51,18 +52,18 @@ def sgemm_peak(request, torch_threads):
 def test_training_core(benchmark, request, case, device, torch_threads, sgemm_peak):
     max_time = float(request.config.getoption("benchmark_max_time"))
     min_rounds = int(request.config.getoption("benchmark_min_rounds"))
-    work = bench.build(case, device)
+    work = builders.build(case, device)
     peak = sgemm_peak(work.device)
-    seed_fastest = min(bench.time_rounds(work.seed.run, work.device, max_time, min_rounds))
-    first_round = bench.time_rounds(work.core.run, work.device, seconds=0.0, min_rounds=1)[0]  # after a warm-up
+    seed_fastest = min(harness.time_rounds(work.seed.run, work.device, max_time, min_rounds))
+    first_round = harness.time_rounds(work.core.run, work.device, seconds=0.0, min_rounds=1)[0]  # after a warm-up
 
-    benchmark.pedantic(bench.timed(work.core.run, work.device), setup=lambda: core.synchronize(work.device),
-                       rounds=bench.plan_rounds(first_round, max_time, min_rounds), warmup_rounds=1)
+    benchmark.pedantic(harness.timed(work.core.run, work.device), setup=lambda: core.synchronize(work.device),
+                       rounds=harness.plan_rounds(first_round, max_time, min_rounds), warmup_rounds=1)
     if benchmark.stats is None:  # --benchmark-disable: the core ran once, nothing was timed
         return
     stats = benchmark.stats.stats
     peak = sgemm_peak(work.device, again=True)  # before and after this case: the higher counts
-    result = bench.result_from(work, stats.min, stats.median, seed_fastest, peak)
+    result = results.result_from(work, stats.min, stats.median, seed_fastest, peak)
     benchmark.extra_info.update(result.extra_info())
-    if bench.enforce_targets():
+    if results.enforce_targets():
         assert not result.misses(), "; ".join(result.misses())

@@ -1,6 +1,6 @@
 """A correct student-style submission for `batchnorm` (nn.Sequential models, a DataLoader, time.time()).
 
-Written differently from reference/batchnorm.py on purpose: layers in nn.Sequential, batches from a
+Written differently from exercises/batchnorm/reference.py on purpose: layers in nn.Sequential, batches from a
 shuffling DataLoader over a TensorDataset, metrics via one helper. Expected to pass every graded test.
 """
 import time
