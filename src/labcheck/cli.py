@@ -10,6 +10,8 @@
     labcheck grade --examples [--exercise ID] --out DIR
     labcheck bench [--exercise ID]             throughput table of the training cores
     labcheck package gradescope|prairielearn --exercise ID [--out PATH]   a grading package
+    labcheck handout ID [--out DIR]            what students receive: contract, starters, the public self-check
+    labcheck check FILE --exercise ID [--handout DIR]   a student's self-check: the handout's public tests
 """
 from __future__ import annotations
 
@@ -90,6 +92,18 @@ def cmd_package(args) -> int:
     return package.main(args)
 
 
+def cmd_handout(args) -> int:
+    from labcheck import handout
+
+    return handout.main(args)
+
+
+def cmd_check(args) -> int:
+    from labcheck import selfcheck
+
+    return selfcheck.main(args)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labcheck", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,6 +150,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     from labcheck.study import add_bands_parser
 
     add_bands_parser(sub)
+    p = sub.add_parser("handout", help="what students receive: contract, starter notebook and .py, public self-check")
+    p.add_argument("exercise", choices=EXERCISES, metavar="ID", help=f"one of {', '.join(EXERCISES)}")
+    p.add_argument("--out", metavar="DIR", default=None, help="the handout's folder (default: handout-ID)")
+    p = sub.add_parser("check", help="run a handout's public tests on your file before you submit")
+    p.add_argument("file", metavar="FILE", help="your submission (.py or .ipynb)")
+    p.add_argument("--exercise", choices=EXERCISES, metavar="ID", required=True, help=f"one of {', '.join(EXERCISES)}")
+    p.add_argument("--handout", metavar="DIR", default=None,
+                   help="the handout's folder, the one holding check/ (default: FILE's folder)")
     p = sub.add_parser("bench", help="throughput table of each exercise's training core")
     p.add_argument("--exercise", choices=EXERCISES, metavar="ID", default=None, help="only this one (default: all)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu or cuda (default: cpu)")
@@ -164,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_reproduce(args, argv[2:])
     args = parser.parse_args(argv)
     return {"list": cmd_list, "data": cmd_data, "grade": cmd_grade, "bench": cmd_bench,
-            "package": cmd_package, "bands": cmd_bands}[args.command](args)
+            "package": cmd_package, "bands": cmd_bands, "handout": cmd_handout,
+            "check": cmd_check}[args.command](args)
 
 
 if __name__ == "__main__":

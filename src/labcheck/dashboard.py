@@ -199,6 +199,8 @@ def what_to_check(test: dict) -> str:
         return "Your code was too slow or never returned: look for infinite loops and for work repeated per call."
     if "could not be loaded" in out or "did not finish loading" in out:
         return "The file must load on its own: keep only imports, functions, classes and constants at the top level."
+    if "NotImplementedError" in out:
+        return "This is still the starter's stub: write the function (CONTRACT.md says what it must do)."
     if "NameError" in out:
         return "A name your functions use is not defined when the file is loaded on its own."
     hints = questions(out)

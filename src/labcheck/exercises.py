@@ -5,10 +5,11 @@ tests) looks an exercise up here, and no other list of exercises exists.
     ex = get("width")
     ex.reference_path, ex.contract_tests, ex.probes_module, ex.train_split(ds.train, seed=0)
 
-Each exercise is one seed notebook in `../shared/seeds/` and one student contract in
-`../shared/CONTRACTS.md`. The files that belong to it follow from its id:
+Each exercise is one seed notebook in `../shared/seeds/` and one student contract
+(reference/contracts/<id>.md, first written in `../shared/CONTRACTS.md`). The files that belong to it follow from its id:
   reference/<id>.py                    the runnable reference (the oracle)
   reference/bands/<id>.json            its tolerances and metric bands per data source
+  reference/contracts/<id>.md          the student contract: what students implement (labcheck handout)
   tests/contract/test_<id>_contract.py the graded contract tests
   src/labcheck/probes/<id>.py          the grader's side of each graded call: inputs, derived results
   src/labcheck/untrusted/calls/<id>.py the worker's side: calls the student's functions, returns raw data
@@ -65,6 +66,10 @@ class Exercise:
     @property
     def bands_path(self) -> Path:
         return paths.bands_dir() / f"{self.id}.json"
+
+    @property
+    def contract_path(self) -> Path:
+        return paths.contracts_dir() / f"{self.id}.md"
 
     @property
     def contract_tests(self) -> Path:

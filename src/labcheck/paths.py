@@ -38,6 +38,11 @@ def bands_dir() -> Path:
     return reference_dir() / "bands"
 
 
+def contracts_dir() -> Path:
+    """The student contracts, one Markdown file per exercise (Exercise.contract_path)."""
+    return reference_dir() / "contracts"
+
+
 def tests_dir() -> Path:
     return repo_root() / "tests"
 

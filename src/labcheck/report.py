@@ -109,7 +109,7 @@ def write_gradebook(path: str | os.PathLike, table: list[dict]) -> None:
                              *[f"{scores[c]:g}" if c in scores else "" for c in columns]])
 
 
-def _first_lines(text: str, n: int = 12, width: int = 200) -> str:
+def first_lines(text: str, n: int = 12, width: int = 200) -> str:
     lines = [line[:width] for line in str(text).strip().splitlines()]
     return "\n".join(lines[:n] + (["..."] if len(lines) > n else []))
 
@@ -138,10 +138,10 @@ def summary_markdown(table: list[dict], examples: bool = False) -> str:
             continue
         lines += [f"## {r['name']} ({r['score']:g}/{r['max_score']:g})", ""]
         if r["output"]:
-            lines += ["```", _first_lines(r["output"]), "```", ""]
+            lines += ["```", first_lines(r["output"]), "```", ""]
         for t in r["failed"]:
             lines += [f"- **{t['name']}** ({t['score']:g}/{t['max_score']:g})", "", "  ```",
-                      *["  " + line for line in _first_lines(t["output"]).splitlines()], "  ```", ""]
+                      *["  " + line for line in first_lines(t["output"]).splitlines()], "  ```", ""]
     return "\n".join(lines) + "\n"
 
 
