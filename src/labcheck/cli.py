@@ -135,6 +135,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="seconds per submission, all its tests together (default: 900.0)")
     p.add_argument("--memory-mb", type=int, default=3072, metavar="MB", help="worker memory limit (default: 3072)")
     p.add_argument("--fresh", action="store_true", help="regrade even where a finished report exists (default: False)")
+    p.add_argument("--roster", metavar="CSV", default=None,
+                   help="columns file,student_id,email,name: who handed in which file; writes OUT/lms/ "
+                        "(Canvas, Moodle, Brightspace grade imports) (default: None)")
+    p.add_argument("--assignment", metavar="NAME", default=None,
+                   help="the assignment's name in the LMS files (default: 'labcheck ID')")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar or per-submission lines, for CI logs (default: False)")
     p.add_argument("--grader", choices=("fork", "fresh"), default=None, metavar="HOW",
