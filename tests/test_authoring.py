@@ -68,3 +68,13 @@ def test_labcheck_mutants_prints_a_score_and_each_survivor(tmp_path):
     caught, total = map(int, score.split()[2].split("/"))
     assert total == 3 and out.stdout.count("SURVIVED (") == total - caught
     assert len(list((tmp_path / "grades").glob("*/results.json"))) == 3
+
+
+def test_the_templates_contract_is_one_the_handout_reads():
+    """`labcheck new` writes a CONTRACT.md that labcheck.contracts parses (the handout's starter is made from it)."""
+    from labcheck import contracts
+    from labcheck.new_exercise import template_files
+
+    text = dict(template_files())["CONTRACT.md"].replace("@ID@", "demo")
+    contract = contracts.parse(text, "demo")
+    assert [e.name for e in contract.entries] == ["softmax"] and contract.entries[0].args == "logits"

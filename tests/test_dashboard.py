@@ -25,6 +25,9 @@ UNIFORM = ("W0 has std {:.4f}, expected 1/sqrt(784) = 0.03571 (interval [0.03527
            "uniform(-1, 1) init (torch.rand * 2 - 1)?")
 ZERO_GRAD = "AssertionError: after step {} the parameters differ by {:.3g}: grads not zeroed after the step?"
 MOMENTUM = ("Failed: velocity differs by {:.2g}: the velocity is lr = 0.01 times too small: v = mu * v + lr * g?")
+SAME_START = "the parameters after the last mini-batch of the final training epoch differ from the reference "
+LONG_LINE = ("the loss history returned by train_sgd holds one entry per epoch instead of one entry per mini-batch, "
+             "which means that the training loop appends after its inner loop over the batches has finished")
 CLASS = {  # student -> {test: failure output}; every other test passes
     "alice": {},
     "bob": {"test_initialize_nn_std": UNIFORM.format(0.5763)},
@@ -34,15 +37,23 @@ CLASS = {  # student -> {test: failure output}; every other test passes
     "frank": {name: "not graded: the submission exceeded the total grading time of 900 s" for name in TESTS},
     "grace": {"test_evaluate_every_sample": "[load_error] the submission could not be loaded: NameError: name 'np' "
               "is not defined"},
+    # two mistakes whose labels agree on their first 60+ characters, and a first line longer than 160
+    "heidi": {"test_sgd_step_trajectory": SAME_START + "in the first layer only"},
+    "ivan": {"test_sgd_step_trajectory": SAME_START + "in every layer and every bias"},
+    "judy": {"test_evaluate_every_sample": LONG_LINE},
 }
+FILES = {name: f"{name} (v2) é?.py" for name in CLASS}  # the file each handed in, as named
+ISOLATION = {name: "whitelist-fs" if i % 2 else "hook-only" for i, name in enumerate(CLASS)}
 
 
-def results_of(failures: dict, seconds: float) -> dict:
+def results_of(name: str, failures: dict, seconds: float) -> dict:
     tests = [{"name": name, "score": 0.0 if name in failures else points, "max_score": points,
               "status": "failed" if name in failures else "passed", "output": failures.get(name, ""),
               "visibility": "visible"} for name, points in TESTS.items()]
     return {"score": sum(t["score"] for t in tests), "max_score": sum(TESTS.values()), "tests": tests,
-            "execution_time": seconds, "extra_data": {"labcheck": {"finished": True, "exercise": "sgd"}}}
+            "execution_time": seconds, "extra_data": {"labcheck": {
+                "finished": True, "exercise": "sgd", "submission": f"/class/{FILES[name]}",
+                "isolation": {"level": ISOLATION[name]}}}}
 
 
 @pytest.fixture
@@ -50,7 +61,7 @@ def graded_class(tmp_path) -> Path:
     out = tmp_path / "grades"
     for i, (name, failures) in enumerate(CLASS.items()):
         (out / name).mkdir(parents=True)
-        (out / name / "results.json").write_text(json.dumps(results_of(failures, 20.0 + 7 * i)))
+        (out / name / "results.json").write_text(json.dumps(results_of(name, failures, 20.0 + 7 * i)))
     (out / "gradebook.csv").write_text("name,exercise,score,max_score\n")
     (out / "unfinished").mkdir()  # a submission still being graded: no finished results.json yet
     (out / "unfinished" / "results.json").write_text(json.dumps({"score": 0, "tests": []}))
@@ -61,25 +72,32 @@ def test_mistakes_are_grouped_across_numbers_and_ranked(graded_class):
     ranked = dashboard.mistakes(dashboard.collect(graded_class))
     assert [(m.test, len(m.students)) for m in ranked[:2]] == [("test_initialize_nn_std", 3),
                                                                ("test_sgd_step_trajectory", 2)]
+    assert [len(m.students) for m in ranked] == sorted((len(m.students) for m in ranked), reverse=True)
     assert ranked[0].text == "uniform(#, #) init (torch.rand * # - #)?" and ranked[0].students == ["bob", "carol",
                                                                                                     "dave"]
     assert ranked[1].text == "grads not zeroed after the step?"
     # frank's time-out and grace's load error are one mistake of the whole submission, not one per test
     assert ("(whole submission)", ["frank"]) in [(m.test, m.students) for m in ranked]
-    assert sum(len(m.students) for m in ranked) == 3 + 2 + 1 + 1 + 1  # each student once per mistake
+    assert sum(len(m.students) for m in ranked) == 3 + 2 + 1 + 1 + 1 + 3  # each student once per mistake
+    # a long first line is cut between two words, never inside one
+    judy = next(m.example for m in ranked if m.students == ["judy"])
+    assert judy.endswith("…") and len(judy) <= dashboard.MAX_DIAGNOSIS and LONG_LINE[len(judy) - 1] == " "
 
 
 def test_dashboard_and_feedback_are_built_from_the_results_files_alone(graded_class):
     index = dashboard.write(graded_class)
     page = index.read_text()
     assert len(dashboard.collect(graded_class)) == len(CLASS)  # the unfinished one is left out
-    for png in ("scores.png", "failure_rate.png", "mistakes.png", "grading_time.png"):
+    for png in ("scores.png", "failure_rate.png", "grading_time.png"):
         assert (graded_class / dashboard.FIGURES / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"{dashboard.FIGURES}/{png}" in page
     carol = (graded_class / "carol" / "feedback.md").read_text()
     assert "## What failed" in carol and "**Diagnosis:** uniform(-1, 1) init (torch.rand * 2 - 1)?" in carol
     assert "**What to check:** Check: grads not zeroed after the step?" in carol
     assert "Every graded test passed." in (graded_class / "alice" / "feedback.md").read_text()
+    carol_page = (graded_class / "carol" / "feedback.html").read_text()
+    assert "<b>Diagnosis:</b> uniform(-1, 1) init (torch.rand * 2 - 1)?" in carol_page
+    assert "<code>carol (v2) é?.py</code>" in carol_page
     assert "too slow or never returned" in (graded_class / "frank" / "feedback.md").read_text()
     assert "The file must load on its own" in (graded_class / "grace" / "feedback.md").read_text()
     first = page
@@ -87,25 +105,58 @@ def test_dashboard_and_feedback_are_built_from_the_results_files_alone(graded_cl
     assert dashboard.write(graded_class).read_text() == first  # a resumed run gets the same page
 
 
-def test_page_loads_with_every_image_and_link_in_a_headless_browser(graded_class, tmp_path):
+def column(page, table: str, index: int) -> list[str]:
+    """The visible cells of one column of a table, top to bottom."""
+    return page.eval_on_selector_all(f"#{table} tbody tr:not([hidden])",
+                                     f"rows => rows.map(r => r.cells[{index}].textContent)")
+
+
+def test_page_loads_sorts_filters_and_shows_whole_mistakes_in_a_headless_browser(graded_class, tmp_path):
     from playwright.sync_api import sync_playwright
 
     index = dashboard.write(graded_class)
+    ranked = dashboard.mistakes(dashboard.collect(graded_class))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
+        requests = []
+        page.on("request", lambda request: requests.append(request.url))
         page.goto(index.as_uri())
         page.wait_for_load_state("load")
         assert page.title() == "labcheck class dashboard"
         images = page.eval_on_selector_all("img", "els => els.map(e => [e.src, e.complete, e.naturalWidth])")
         links = page.eval_on_selector_all("a", "els => els.map(e => e.href)")
+        bars = page.eval_on_selector_all("#mistake-bars .bar",
+                                         "els => els.map(e => [e.title, Number(e.querySelector('.fill').textContent)])")
+        files, isolation = column(page, "students", 1), column(page, "students", 6)
+        page.click("#students thead th:has-text('score')")
+        ascending = column(page, "students", 0)
+        page.click("#students thead th:has-text('score')")
+        descending = column(page, "students", 0)
+        page.fill("input[data-table=students]", "carol")
+        filtered = column(page, "students", 0)
+        page.fill("input[data-table=mistakes]", "every bias")
+        mistakes_left = column(page, "mistakes", 3)
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        page.goto((graded_class / "carol" / "feedback.html").as_uri())
+        feedback = page.inner_text("body")
         browser.close()
-    assert len(images) == 4 and all(complete and width > 0 for _, complete, width in images), images
+    assert len(images) == 3 and all(complete and width > 0 for _, complete, width in images), images
     assert len(links) >= 2 * len(CLASS) + 1
     for href in links:
         url = urlparse(href)
         assert url.scheme == "file" and Path(unquote(url.path)).is_file(), href
+    assert all(urlparse(url).scheme == "file" for url in requests)  # nothing from the network
+    # one bar per mistake, most students first, each with its whole label on hover
+    assert [title for title, _ in bars] == [f"{dashboard.mistake_label(m)} ({len(m.students)} students)" for m in ranked]
+    assert [n for _, n in bars] == sorted((n for _, n in bars), reverse=True) and len(bars) == len(ranked)
+    assert sum(SAME_START in title for title, _ in bars) == 2
+    assert files == [FILES[name] for name in sorted(CLASS)] and isolation == [ISOLATION[n] for n in sorted(CLASS)]
+    scores = {name: sum(p for t, p in TESTS.items() if t not in failures) for name, failures in CLASS.items()}
+    assert [scores[n] for n in ascending] == sorted(scores.values()) and ascending[0] == "frank"
+    assert [scores[n] for n in descending] == sorted(scores.values(), reverse=True) and descending[0] == "alice"
+    assert filtered == ["carol"] and mistakes_left == [SAME_START + "in every layer and every bias"]
+    assert "Diagnosis: uniform(-1, 1) init (torch.rand * 2 - 1)?" in feedback
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
 
 

@@ -190,11 +190,11 @@ def test_reports_of_the_hostile_run(hostile):
     with open(hostile["out"] / "gradebook.csv") as f:
         table = list(csv.DictReader(f))
     assert [r["name"] for r in table] == sorted(hostile["results"])
-    assert set(table[0]) == {"name", "exercise", "score", "max_score", *TESTS}
+    assert set(table[0]) == {"name", "file", "student_id", "email", "student", "exercise", "score", "max_score", *TESTS}
     correct = next(r for r in table if r["name"] == "correct")
     assert float(correct["score"]) == float(correct["max_score"]) == sum(TESTS.values())
     md = report.summary_markdown(rows)
-    assert "| loop_in_call | _selftest | 5/6 |" in md and "did not return within" in md
+    assert "| loop_in_call | loop_in_call.py | - | _selftest | 5/6 |" in md and "did not return within" in md
 
 
 # ---------------------------------------------------------------------------------------------

@@ -303,6 +303,9 @@ def test_hostile_submission_through_gradescope(autograder_zip, tmp_path):
                 and FORGED in f.read_text(errors="ignore")]
     assert results["tests"][-1]["visibility"] == "after_due_date"
     assert results["execution_time"] > 0 and f"Graded {CHEAP}.py." in results["output"]
+    # Gradescope's submission_metadata.json is kept for the instructor (labcheck.roster reads it)
+    assert results["extra_data"]["labcheck"]["submission_metadata"]["students"] == [
+        {"name": None, "email": "s@example.edu", "sid": None}]
 
 
 @pytest.mark.slow

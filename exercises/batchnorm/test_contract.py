@@ -114,11 +114,13 @@ def _check_forward(lab, mnist, model: str) -> None:
                 f"its own parameters (max abs difference {err:.3g} over the layer orders tried)")
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=1)
 def test_mlp_parameter_shapes(lab, mnist):
     _check_shapes(lab, mnist, "MLP")
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=3)
 def test_mlp_forward_eval_mode(lab, mnist):
     _check_forward(lab, mnist, "MLP")
@@ -174,6 +176,7 @@ def _as_float(value) -> float:
     return float(value)
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=1)
 def test_train_history_format(lab, mnist):
     trace = _trace(lab, mnist)

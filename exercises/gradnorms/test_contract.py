@@ -59,6 +59,7 @@ def mnist():
 # Problem 1, Part 1: the MLP (5 points)
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=2)
 def test_mlp_architecture(lab):
     got = lab.call("mlp_architecture", hidden_sizes=UNEQUAL)
@@ -83,6 +84,7 @@ def test_mlp_architecture(lab):
     assert not problems, "; ".join(problems)
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=3)
 def test_mlp_forward(lab):
     for seed in (0, 1):
@@ -217,6 +219,7 @@ def test_training_curves(lab, mnist):
 # Problem 2: matrix sensing (20 points)
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=3)
 def test_sensing_measurements(lab):
     m, d = 40, 6
@@ -237,6 +240,7 @@ def test_sensing_measurements(lab):
     pytest.fail(f"measurements {fmt(got[:4])}... differ from {fmt(want[:4])}...: {hint}")
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=2)
 def test_sensing_loss(lab):
     for kwargs in (dict(seed=1, m=60, d=8, r=2, R=3), dict(seed=11, m=35, d=6, r=1, R=2)):  # no constant passes

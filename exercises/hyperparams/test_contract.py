@@ -57,6 +57,7 @@ def _classify(x, img):
     return None
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=2)
 def test_build_net_architecture(lab):
     """2.3b: Sequential 784-128-64-10 with ReLUs between and no activation after the last layer."""
@@ -97,6 +98,7 @@ def test_build_net_bn_order(lab):
     assert tuple(got["logits"].shape) == (len(x), 10)
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=1)
 def test_count_parameters(lab):
     """2.8e: every weight and bias counts (109,386 for width 128), BatchNorm's affine parameters too."""
@@ -162,6 +164,7 @@ def test_noisy_dataset_shift(lab):
                                    msg=lambda m: f"roll {(dy, dx)} in {rate:.3f} of the draws, expected 1/9: {m}")
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=1)
 def test_noisy_dataset_labels_unchanged(lab):
     """2.7: augmentation never touches the labels, whatever the options."""
@@ -176,6 +179,7 @@ def _fit_data():
     return dict(x_train=train.flat_float() / 255, y_train=train.labels, x_val=val.flat_float() / 255, y_val=val.labels)
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=1)
 def test_fit_history_keys(lab):
     """2.4: fit returns one entry per epoch under the course's keys, steps cumulative, time increasing."""

@@ -76,6 +76,7 @@ def init_diagnosis(key: str, std: float) -> str:
     return ""
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=2)
 def test_initialize_nn_structure(lab):
     got = lab.call("init_params", seed=0)
@@ -162,6 +163,7 @@ def test_initial_loss_and_accuracy(lab, grading):
 # my_nn
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=2)
 def test_my_nn_input_shapes(lab):
     got = lab.call("forward", seed=4, batch=17)
@@ -203,6 +205,7 @@ def first_mismatch(got_steps, want_steps, key: str):
     return None
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=3)
 def test_sgd_step_trajectory(lab):
     got = lab.call("sgd_steps", seed=6, lrs=LRS)
@@ -217,6 +220,7 @@ def test_sgd_step_trajectory(lab):
                     f"by {diff:.3g}: check {hint}")
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=1)
 def test_sgd_step_zeroes_grads(lab):
     got = lab.call("sgd_steps", seed=7, lrs=LRS[:2])
@@ -331,6 +335,7 @@ def check_training(lab, grading, momentum):
             f"{max_diff(got['params'][key], want['params'][key]):.3g} (trained in place?)")
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=2)
 def test_train_sgd_trajectory(lab, grading):
     check_training(lab, grading, momentum=0.0)

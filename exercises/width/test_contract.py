@@ -38,6 +38,7 @@ def small_fashion():
             "X_test": X_test[:200].contiguous(), "y_test": ds.test.labels[:200].clone()}
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=2)
 def test_mlp(lab):
     for case in (dict(seed=1, n=30, d=20, widths=[16]), dict(seed=2, n=25, d=12, widths=[8, 6])):
@@ -53,6 +54,7 @@ def test_mlp(lab):
                         f"{(got - want).abs().max().item():.3g}. Check `hidden @ w + b` with ws[j] of shape (d_in, d_out)")
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=2)
 def test_compute_objective(lab):
     case = dict(seed=3, n=40, d=15, width=9, reg_params=[0.0, 0.1, 1.0])
@@ -85,6 +87,7 @@ ACCURACY_CASES = [dict(seed=4, n=64, d=10, width=12), dict(seed=41, n=50, d=8, w
                   dict(seed=417, n=37, d=12, width=10)]
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=1)
 def test_compute_accuracy(lab):
     for case in ACCURACY_CASES:
@@ -211,6 +214,7 @@ INTERPOLATION_LOGS = [
 ]
 
 
+@pytest.mark.public
 @pytest.mark.graded(points=1)
 def test_interpolation_pass(lab):
     got = lab.call("interpolation", logs_list=INTERPOLATION_LOGS)

@@ -15,6 +15,8 @@
     labcheck bench --compare OLD --to NAME     compare two saved runs (REGRESSION / same / faster per case)
     labcheck bench --history                   one PNG per case of every saved run
     labcheck package gradescope|prairielearn --exercise ID [--out PATH]   a grading package
+    labcheck handout ID [--out DIR]            what students receive: contract, starters, the public self-check
+    labcheck check FILE --exercise ID [--handout DIR]   a student's self-check: the handout's public tests
 """
 from __future__ import annotations
 
@@ -108,6 +110,18 @@ def cmd_package(args) -> int:
     return package.main(args)
 
 
+def cmd_handout(args) -> int:
+    from labcheck import handout
+
+    return handout.main(args)
+
+
+def cmd_check(args) -> int:
+    from labcheck import selfcheck
+
+    return selfcheck.main(args)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labcheck", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -153,6 +167,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="seconds per submission, all its tests together (default: 900.0)")
     p.add_argument("--memory-mb", type=int, default=3072, metavar="MB", help="worker memory limit (default: 3072)")
     p.add_argument("--fresh", action="store_true", help="regrade even where a finished report exists (default: False)")
+    p.add_argument("--roster", metavar="CSV", default=None,
+                   help="columns file,student_id,email,name: who handed in which file; writes OUT/lms/ "
+                        "(Canvas, Moodle, Brightspace grade imports) (default: None)")
+    p.add_argument("--assignment", metavar="NAME", default=None,
+                   help="the assignment's name in the LMS files (default: 'labcheck ID')")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar or per-submission lines, for CI logs (default: False)")
     p.add_argument("--grader", choices=("fork", "fresh"), default=None, metavar="HOW",
@@ -168,6 +187,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     from labcheck.study import add_bands_parser
 
     add_bands_parser(sub)
+    p = sub.add_parser("handout", help="what students receive: contract, starter notebook and .py, public self-check")
+    p.add_argument("exercise", choices=EXERCISES, metavar="ID", help=f"one of {', '.join(EXERCISES)}")
+    p.add_argument("--out", metavar="DIR", default=None, help="the handout's folder (default: handout-ID)")
+    p = sub.add_parser("check", help="run a handout's public tests on your file before you submit")
+    p.add_argument("file", metavar="FILE", help="your submission (.py or .ipynb)")
+    p.add_argument("--exercise", choices=EXERCISES, metavar="ID", required=True, help=f"one of {', '.join(EXERCISES)}")
+    p.add_argument("--handout", metavar="DIR", default=None,
+                   help="the handout's folder, the one holding check/ (default: FILE's folder)")
     p = sub.add_parser("bench", help="throughput table of each exercise's training core")
     p.add_argument("--exercise", choices=EXERCISES, metavar="ID", default=None, help="only this one (default: all)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu or cuda (default: cpu)")
@@ -218,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return mutants.main(args)
     return {"list": cmd_list, "data": cmd_data, "grade": cmd_grade, "bench": cmd_bench,
-            "package": cmd_package, "bands": cmd_bands}[args.command](args)
+            "package": cmd_package, "bands": cmd_bands, "handout": cmd_handout,
+            "check": cmd_check}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -5,15 +5,18 @@
 
 Built from the OUT/**/results.json files only (labcheck.grade writes them, one per submission),
 never from the run's memory, so a resumed or partly regraded run gets the same page. A static
-page, no server: four matplotlib PNGs next to it (OUT/dashboard/),
+page, no server and no network: three matplotlib PNGs next to it (OUT/dashboard/),
   - the score histogram (percent of the maximum),
   - the failure rate of every graded test,
-  - the diagnosed mistakes ranked by how many students made them,
   - the grading time of every submission,
-then tables of the mistakes and of the students, each linking to the student's feedback.md and
-results.json. A "mistake" is the diagnosis a contract test gives when it fails: the question it
-asks ("uniform(-1, 1) init (torch.rand * 2 - 1)?"), or else the first line of its message, with
-every number replaced by # so that students whose numbers differ land in one group.
+the diagnosed mistakes as bars drawn in HTML, most students first, one bar per mistake and its whole
+diagnosis on hover, then tables of the mistakes and of the students (the file each handed in, the
+worker's isolation level, links to the student's feedback page and results.json) that a small inline
+script sorts (click a column's header) and filters (type in the box above). A "mistake" is the
+diagnosis a contract test gives when it fails: the question it asks ("uniform(-1, 1) init
+(torch.rand * 2 - 1)?"), or else the first line of its message, with every number replaced by # so
+that students whose numbers differ land in one group. Each student also gets OUT/<name>/feedback.html
+(and the same as feedback.md).
 """
 from __future__ import annotations
 
@@ -25,10 +28,11 @@ import re
 import sys
 from pathlib import Path
 
-from labcheck.report import base_name
+from labcheck.report import base_name, isolation_of
 
 FIGURES = "dashboard"  # OUT/dashboard/*.png
-MAX_BARS = 25  # longest bar chart (most frequent first); the tables list everything
+MAX_BARS = 25  # longest failure-rate chart (most frequent first); the tables list everything
+MAX_DIAGNOSIS = 160  # characters of a diagnosis taken from a message's first line (cut between words)
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _CLAUSE_END = re.compile(r"(?<=[:;?])\s+|(?<=[.!])\s+(?=[A-Z])|\n")  # where a message's clauses end
 
@@ -42,6 +46,8 @@ class Graded:
     seconds: float  # execution_time of its grading
     tests: list[dict]  # Gradescope-shaped tests of its results.json
     output: str  # the submission-level message (why it could not be graded, ...)
+    file: str = "?"  # the file as the student handed it in
+    isolation: str = "?"  # the worker's confinement level (labcheck.sandbox.LEVELS)
 
     @property
     def percent(self) -> float:
@@ -67,7 +73,8 @@ def collect(out: Path) -> list[Graded]:
         found.append(Graded(str(path.parent.relative_to(out)), str(meta.get("exercise", "?")),
                             float(data.get("score", 0)), float(data.get("max_score", 0)),
                             float(data.get("execution_time", 0) or 0), list(data.get("tests") or []),
-                            str(data.get("output") or "")))
+                            str(data.get("output") or ""), Path(str(meta.get("submission") or "?")).name,
+                            isolation_of(data)))
     return found
 
 
@@ -78,7 +85,15 @@ def diagnosis(output: str) -> str:
     hints = questions(text.split("\nassert ")[0])
     if hints:
         return " ".join(hints)
-    return (text.splitlines() or ["(no message)"])[0][:160]
+    return shorten((text.splitlines() or ["(no message)"])[0], MAX_DIAGNOSIS)
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters between two words, with an ellipsis where it was cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:") + "…"
 
 
 def questions(text: str) -> list[str]:
@@ -136,8 +151,8 @@ def failure_rates(graded: list[Graded]) -> list[tuple[str, float, int]]:
 # Figures
 
 
-def _figures(graded: list[Graded], ranked: list[Mistake], folder: Path) -> dict[str, str]:
-    """The four PNGs; returns {title: file name}."""
+def _figures(graded: list[Graded], folder: Path) -> dict[str, str]:
+    """The three PNGs; returns {title: file name}."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,14 +182,6 @@ def _figures(graded: list[Graded], ranked: list[Mistake], folder: Path) -> dict[
     ax.set_xlim(0, 100)
     save(fig, "failure_rate.png", "Failure rate per test")
 
-    top = ranked[:MAX_BARS]
-    fig, ax = plt.subplots(figsize=(9, 0.8 + 0.35 * max(1, len(top))))
-    labels = [f"{m.test}: {m.example[:60]}" + ("..." if len(m.example) > 60 else "") for m in top]
-    ax.barh(labels[::-1], [len(m.students) for m in top][::-1], color="#9bbb59")
-    ax.set_xlabel("students")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    save(fig, "mistakes.png", "Diagnosed mistakes, most frequent first")
-
     order = sorted(graded, key=lambda g: -g.seconds)
     fig, ax = plt.subplots(figsize=(8, 3.5))
     if len(order) <= 40:
@@ -199,6 +206,8 @@ def what_to_check(test: dict) -> str:
         return "Your code was too slow or never returned: look for infinite loops and for work repeated per call."
     if "could not be loaded" in out or "did not finish loading" in out:
         return "The file must load on its own: keep only imports, functions, classes and constants at the top level."
+    if "NotImplementedError" in out:
+        return "This is still the starter's stub: write the function (CONTRACT.md says what it must do)."
     if "NameError" in out:
         return "A name your functions use is not defined when the file is loaded on its own."
     hints = questions(out)
@@ -207,30 +216,114 @@ def what_to_check(test: dict) -> str:
     return "Compare your function with the contract's description of it (shapes, in-place updates, return values)."
 
 
+@dataclasses.dataclass
+class Finding:
+    """One failed test as its student reads it (feedback.md and feedback.html say the same)."""
+    test: str
+    score: float
+    max_score: float
+    diagnosis: str
+    what_to_check: str
+    output: str  # the test's whole message (first 3000 characters)
+
+
+def findings(g: Graded) -> list[Finding]:
+    return [Finding(t["name"], float(t["score"]), float(t["max_score"]), diagnosis(t.get("output", "")),
+                    what_to_check(t), str(t.get("output", "")).strip()[:3000]) for t in g.failed]
+
+
+def _headline(g: Graded) -> str:
+    return (f"Exercise `{g.exercise}`, file `{g.file}`: **{g.score:g} / {g.max_score:g}** ({g.percent:.0f}%), "
+            f"graded in {g.seconds:.0f} s.")
+
+
+def _passed(g: Graded) -> list[str]:
+    return [t["name"] for t in g.tests if t not in g.failed] if g.failed else []
+
+
 def feedback_markdown(g: Graded) -> str:
-    lines = [f"# Feedback: {g.name}", "", f"Exercise `{g.exercise}`: **{g.score:g} / {g.max_score:g}** "
-             f"({g.percent:.0f}%), graded in {g.seconds:.0f} s.", ""]
+    lines = [f"# Feedback: {g.name}", "", _headline(g), ""]
     if g.output:
         lines += ["```", g.output.strip()[:2000], "```", ""]
     if not g.failed:
         lines += ["Every graded test passed.", ""]
     else:
         lines += ["## What failed", ""]
-        for t in g.failed:
-            lines += [f"### {t['name']} ({float(t['score']):g} / {float(t['max_score']):g})", "",
-                      f"**Diagnosis:** {diagnosis(t.get('output', ''))}", "",
-                      f"**What to check:** {what_to_check(t)}", "", "```",
-                      str(t.get("output", "")).strip()[:3000], "```", ""]
-    passed = [t["name"] for t in g.tests if t not in g.failed]
-    if passed and g.failed:
-        lines += ["## Passed", "", ", ".join(f"`{n}`" for n in passed), ""]
+        for f in findings(g):
+            lines += [f"### {f.test} ({f.score:g} / {f.max_score:g})", "", f"**Diagnosis:** {f.diagnosis}", "",
+                      f"**What to check:** {f.what_to_check}", "", "```", f.output, "```", ""]
+    if _passed(g):
+        lines += ["## Passed", "", ", ".join(f"`{n}`" for n in _passed(g)), ""]
     return "\n".join(lines)
+
+
+def feedback_html(g: Graded) -> str:
+    """The same feedback as a page of its own (what the dashboard links to)."""
+    e = html.escape
+    headline = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", re.sub(r"`(.+?)`", r"<code>\1</code>", e(_headline(g))))
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Feedback: {e(g.name)}</title>"
+             f"<style>{_STYLE}</style></head><body><h1>Feedback: {e(g.name)}</h1><p>{headline}</p>"]
+    if g.output:
+        parts.append(f"<pre>{e(g.output.strip()[:2000])}</pre>")
+    if not g.failed:
+        parts.append("<p>Every graded test passed.</p>")
+    else:
+        parts.append("<h2>What failed</h2>")
+        for f in findings(g):
+            parts.append(f"<section class='finding'><h3>{e(f.test)} ({f.score:g} / {f.max_score:g})</h3>"
+                         f"<p><b>Diagnosis:</b> {e(f.diagnosis)}</p><p><b>What to check:</b> {e(f.what_to_check)}</p>"
+                         f"<pre>{e(f.output)}</pre></section>")
+    if _passed(g):
+        parts.append("<h2>Passed</h2><p>" + ", ".join(f"<code>{e(n)}</code>" for n in _passed(g)) + "</p>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
 
 
 _STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;
 vertical-align:top}th{background:#eee}td.n{text-align:right}img{max-width:100%;border:1px solid #ddd}
-figure{margin:1.5em 0}"""
+figure{margin:1.5em 0}pre{background:#f6f6f6;padding:8px;white-space:pre-wrap}
+table.sortable th{cursor:pointer}th[data-order=asc]::after{content:" \\25B2"}th[data-order=desc]::after{content:" \\25BC"}
+.bars{margin:1em 0}.bar{display:flex;align-items:center;margin:3px 0}.bar .label{width:50%;font-size:90%;
+padding-right:8px}.bar .fill{background:#9bbb59;
+color:#fff;text-align:right;padding:2px 6px;min-width:1.5em}input.filter{margin:.5em 0;padding:4px;width:20em}"""
+
+# Sorting (click a header; numbers by value, the rest as text) and filtering (rows that contain the box's
+# text), for every table.sortable and input.filter of the page; nothing is fetched.
+_SCRIPT = """document.querySelectorAll('table.sortable').forEach(table => {
+  table.querySelectorAll('thead th').forEach((th, col) => th.addEventListener('click', () => {
+    const asc = th.dataset.order !== 'asc';
+    table.querySelectorAll('thead th').forEach(h => delete h.dataset.order);
+    th.dataset.order = asc ? 'asc' : 'desc';
+    const key = row => {
+      const cell = row.cells[col], text = cell.dataset.sort ?? cell.textContent.trim(), n = Number(text);
+      return text !== '' && !isNaN(n) ? n : text.toLowerCase();
+    };
+    const body = table.tBodies[0];
+    [...body.rows].sort((a, b) => {
+      const x = key(a), y = key(b);
+      const c = typeof x === typeof y ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === 'number' ? -1 : 1);
+      return asc ? c : -c;
+    }).forEach(row => body.appendChild(row));
+  }));
+});
+document.querySelectorAll('input.filter').forEach(box => box.addEventListener('input', () => {
+  const words = box.value.trim().toLowerCase();
+  [...document.getElementById(box.dataset.table).tBodies[0].rows].forEach(row => {
+    row.hidden = words !== '' && !row.textContent.toLowerCase().includes(words);
+  });
+}));"""
+
+
+def _table(table_id: str, headers: list[str], rows: list[str]) -> str:
+    """A sortable table with a filter box above it; `rows` are <tr> elements."""
+    return (f"<input class='filter' data-table='{table_id}' placeholder='filter rows' aria-label='filter {table_id}'>"
+            f"<table id='{table_id}' class='sortable'><thead><tr>" + "".join(f"<th>{h}</th>" for h in headers)
+            + "</tr></thead><tbody>" + "\n".join(rows) + "</tbody></table>")
+
+
+def mistake_label(m: Mistake) -> str:
+    return f"{m.test}: {m.example}"
 
 
 def index_html(graded: list[Graded], ranked: list[Mistake], figures: dict[str, str], links: list[str]) -> str:
@@ -245,26 +338,39 @@ def index_html(graded: list[Graded], ranked: list[Mistake], figures: dict[str, s
     for title, name in figures.items():
         parts.append(f"<figure><figcaption><h2>{e(title)}</h2></figcaption>"
                      f"<img src='{FIGURES}/{e(name)}' alt='{e(title)}'></figure>")
-    parts.append("<h2>Mistakes</h2><table><tr><th>students</th><th>test</th><th>diagnosis (one example)</th>"
-                 "<th>who</th></tr>")
-    for m in ranked:
-        who = ", ".join(f"<a href='{e(s)}/feedback.md'>{e(s)}</a>" for s in m.students)
-        parts.append(f"<tr><td class='n'>{len(m.students)}</td><td>{e(m.test)}</td><td>{e(m.example)}</td>"
-                     f"<td>{who}</td></tr>")
-    parts.append("</table><h2>Students</h2><table><tr><th>submission</th><th>exercise</th><th>score</th>"
-                 "<th>%</th><th>lost points on</th><th>time (s)</th><th>reports</th></tr>")
+    most = max((len(m.students) for m in ranked), default=1)
+    parts.append("<h2>Diagnosed mistakes, most frequent first</h2><div class='bars' id='mistake-bars'>")
+    for rank, m in enumerate(ranked, start=1):
+        label = mistake_label(m)
+        parts.append(f"<div class='bar' title='{e(label)} ({len(m.students)} students)'><span class='label'>"
+                     f"#{rank} {e(label)}</span><span class='fill' style='width:{50 * len(m.students) / most:.1f}%'>"
+                     f"{len(m.students)}</span></div>")
+    parts.append("</div><h2>Mistakes</h2>")
+    rows = []
+    for rank, m in enumerate(ranked, start=1):
+        who = ", ".join(f"<a href='{e(s)}/feedback.html'>{e(s)}</a>" for s in m.students)
+        rows.append(f"<tr><td class='n'>{rank}</td><td class='n'>{len(m.students)}</td><td>{e(m.test)}</td>"
+                    f"<td>{e(m.example)}</td><td>{who}</td></tr>")
+    parts.append(_table("mistakes", ["#", "students", "test", "diagnosis (one example)", "who"], rows))
+    parts.append("<h2>Students</h2>")
+    rows = []
     for g in graded:
         lost = ", ".join(sorted({base_name(t["name"]) for t in g.failed})) or "-"
-        parts.append(f"<tr><td>{e(g.name)}</td><td>{e(g.exercise)}</td><td class='n'>{g.score:g}/{g.max_score:g}</td>"
-                     f"<td class='n'>{g.percent:.0f}</td><td>{e(lost)}</td><td class='n'>{g.seconds:.0f}</td>"
-                     f"<td><a href='{e(g.name)}/feedback.md'>feedback</a> "
-                     f"<a href='{e(g.name)}/results.json'>results.json</a></td></tr>")
-    parts.append("</table></body></html>\n")
+        rows.append(f"<tr><td>{e(g.name)}</td><td>{e(g.file)}</td><td>{e(g.exercise)}</td>"
+                    f"<td class='n' data-sort='{g.score:g}'>{g.score:g}/{g.max_score:g}</td>"
+                    f"<td class='n'>{g.percent:.0f}</td><td>{e(lost)}</td><td>{e(g.isolation)}</td>"
+                    f"<td class='n'>{g.seconds:.0f}</td><td><a href='{e(g.name)}/feedback.html'>feedback</a> "
+                    f"<a href='{e(g.name)}/results.json'>results.json</a></td></tr>")
+    parts.append(_table("students", ["submission", "file", "exercise", "score", "%", "lost points on", "isolation",
+                                     "time (s)", "reports"], rows))
+    parts.append("<p>Isolation levels, weakest first: none &lt; hook-only &lt; no-network &lt; whitelist-fs.</p>"
+                 f"<script>{_SCRIPT}</script></body></html>\n")
     return "\n".join(parts)
 
 
 def write(out: Path) -> Path | None:
-    """Write OUT/index.html, its figures and every OUT/<name>/feedback.md; None when nothing is graded."""
+    """Write OUT/index.html, its figures and every OUT/<name>/feedback.md and feedback.html; None when
+    nothing is graded."""
     out = Path(out)
     graded = collect(out)
     if not graded:
@@ -272,7 +378,8 @@ def write(out: Path) -> Path | None:
     ranked = mistakes(graded)
     for g in graded:
         (out / g.name / "feedback.md").write_text(feedback_markdown(g))
-    figures = _figures(graded, ranked, out / FIGURES)
+        (out / g.name / "feedback.html").write_text(feedback_html(g))
+    figures = _figures(graded, out / FIGURES)
     links = [name for name in ("gradebook.csv", "summary.md") if (out / name).is_file()]
     index = out / "index.html"
     index.write_text(index_html(graded, ranked, figures, links))

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from labcheck import gradepool, paths, report
 from labcheck.exercises import EXERCISES, REGISTRY, get
+from labcheck.roster import RosterError
 from labcheck.sandbox import ZYGOTE_ENV, Limits, WorkerZygote
 from labcheck.submission import SUBMISSION_SUFFIXES, is_single_submission_folder
 
@@ -511,6 +512,30 @@ def _grade_many(subs: list[Submission], opts: Options, progress=None) -> dict[st
 # Command line
 
 
+def read_roster(args):
+    """The --roster CSV as a labcheck.roster.Roster, or None without one."""
+    if not getattr(args, "roster", None):
+        return None
+    from labcheck import roster
+
+    return roster.read_csv(args.roster)
+
+
+def write_lms_exports(out: Path, rows: list[dict], assignment: str) -> None:
+    """OUT/lms/{canvas,moodle,brightspace}.csv (labcheck.lms), and who the roster does not name."""
+    from labcheck import lms
+
+    try:
+        written, unmatched = lms.write_all(Path(out) / "lms", rows, assignment)
+    except ValueError as e:
+        print(f"labcheck grade: no LMS exports: {e}", file=sys.stderr)
+        return
+    print(f"labcheck grade: LMS imports of '{assignment}' in {Path(out) / 'lms'} ({', '.join(written)})")
+    if unmatched:
+        print(f"labcheck grade: {len(unmatched)} submission(s) not in the roster, left out of the LMS files: "
+              f"{', '.join(unmatched)}", file=sys.stderr)
+
+
 def _progress(sub: Submission, res: dict, resumed: bool) -> None:
     tag = "resumed" if resumed else "graded"
     print(f"  {tag:8s} {sub.name:40s} {res.get('score', 0):g}/{res.get('max_score', 0):g}", flush=True)
@@ -582,6 +607,11 @@ def main(args) -> int:
     if not subs:
         print("labcheck grade: nothing to grade", file=sys.stderr)
         return 2
+    try:
+        roster = read_roster(args)
+    except (OSError, RosterError) as e:
+        print(f"labcheck grade: roster: {e}", file=sys.stderr)
+        return 2
     opts.out.mkdir(parents=True, exist_ok=True)
     print(f"labcheck grade: {len(subs)} submission(s), {opts.jobs} in parallel, reports in {opts.out}", flush=True)
     start = time.monotonic()
@@ -594,8 +624,10 @@ def main(args) -> int:
         return 130
     finally:
         progress.close()
-    rows = report.rows(subs, results)
+    rows = report.rows(subs, results, roster)
     report.write_gradebook(opts.out / "gradebook.csv", rows)
+    if roster is not None:
+        write_lms_exports(opts.out, rows, getattr(args, "assignment", None) or f"labcheck {args.exercise}")
     summary = report.summary_markdown(rows, examples=examples)
     (opts.out / "summary.md").write_text(summary)
     print()

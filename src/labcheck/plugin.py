@@ -12,7 +12,10 @@ Options (group "labcheck"):
   --labcheck-min-isolation L   refuse to grade a submission below this confinement level
   --labcheck-expected-cache D  folder of the reference's cached answers (default: $LABCHECK_EXPECTED_CACHE
                                or ~/.cache/labcheck/expected; "none": no disk cache)
-Markers: gpu (needs CUDA, skipped cleanly without it), slow, graded(points=...), exercise(id).
+  --labcheck-answers PATH      take the reference's answers from this file (labcheck.answers), never run
+                               the reference: `labcheck check` on a student's machine
+  --labcheck-record-answers P  write every reference answer the session used to this file (labcheck handout)
+Markers: gpu (needs CUDA, skipped cleanly without it), slow, graded(points=...), public, exercise(id).
 
 Graded tests take the `lab` fixture: `lab.call(probe, ...)` builds the probe's inputs here, has the
 submission's sandboxed worker call its functions on them and derives the result here;
@@ -43,6 +46,7 @@ MARKERS = (
     "gpu: needs a CUDA device; skipped cleanly when torch.cuda.is_available() is False",
     "slow: a long reproduction or band check; opt in with `pytest -m slow`",
     "graded(points=1): a contract test that counts towards a submission's grade",
+    "public: a graded test that students may run before they submit (`labcheck check`); the others stay hidden",
     "exercise(id): the exercise a test belongs to (an id of `labcheck list`)",
 )
 
@@ -92,6 +96,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--labcheck-expected-cache", metavar="DIR", default=None,
                     help="folder of the reference's cached answers ('none': memory only). "
                          "Default: $LABCHECK_EXPECTED_CACHE or ~/.cache/labcheck/expected")
+    group.addoption("--labcheck-answers", metavar="PATH", default=None,
+                    help="the reference's answers as data (a handout's answers file); the reference never runs. "
+                         "Default: %(default)r")
+    group.addoption("--labcheck-record-answers", metavar="PATH", default=None,
+                    help="write the reference answers this session used to PATH (needs --labcheck-exercise). "
+                         "Default: %(default)r")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -99,6 +109,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     if config.getoption("--labcheck-submission") and not config.getoption("--labcheck-exercise"):
         raise pytest.UsageError("--labcheck-submission needs --labcheck-exercise")
+    if config.getoption("--labcheck-answers") and config.getoption("--labcheck-record-answers"):
+        raise pytest.UsageError("--labcheck-answers and --labcheck-record-answers are mutually exclusive")
+    if config.getoption("--labcheck-record-answers") and not config.getoption("--labcheck-exercise"):
+        raise pytest.UsageError("--labcheck-record-answers needs --labcheck-exercise")
     if config.getoption("--labcheck-submission"):
         from labcheck.grade import NO_GPU_ENV
         from labcheck.sandbox import check_min_isolation
@@ -205,6 +219,9 @@ class LabSession:
         return self._submission if self._submission is not None else self.reference_path()
 
     def reference_path(self) -> Path:
+        if self.state.answers is not None:
+            raise RuntimeError("this test needs the reference itself, but the self-check has only its answers "
+                               "(--labcheck-answers): it cannot be a public test")
         override = self.state.config.getoption("--labcheck-reference")
         return Path(override).resolve() if override else REGISTRY[self.exercise].reference_path
 
@@ -218,13 +235,18 @@ class LabSession:
         from labcheck import repro, wire
 
         sent = wire.encode(inputs)
+        if self.state.answers is not None:
+            return self.state.answers.get(spec.call, sent)
         key = self.state.expected.key(REGISTRY[self.exercise].fingerprint(), self.reference_path(), spec.call, sent)
 
         def compute():
             with repro.freeze_rng_state():
                 return spec.call_function()(self.reference_module(), **wire.decode(sent))
 
-        return self.state.expected.get_or_compute(key, compute)
+        raw, seconds = self.state.expected.get_or_compute(key, compute)
+        if self.state.recording is not None:
+            self.state.recording.put(spec.call, sent, raw, seconds)
+        return raw, seconds
 
     def expect(self, probe: str, **kwargs):
         """The probe's result on the reference, computed in this (trusted) process and cached."""
@@ -258,6 +280,11 @@ class LabcheckState:
 
         folder = config.getoption("--labcheck-expected-cache")
         self.expected = ExpectedCache(None if folder == "none" else (folder or default_folder()))
+        from labcheck.answers import AnswerBook
+
+        answers, record = config.getoption("--labcheck-answers"), config.getoption("--labcheck-record-answers")
+        self.answers = AnswerBook.read(answers) if answers else None  # the reference's answers as data
+        self.recording = AnswerBook(config.getoption("--labcheck-exercise")) if record else None
 
     def lab(self, exercise: str) -> LabSession:
         if exercise not in self.sessions:
@@ -348,6 +375,8 @@ class LabcheckState:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self._write(final=True)
+        if self.recording is not None:
+            self.recording.write(self.config.getoption("--labcheck-record-answers"))
 
 
 def _short_message(report: pytest.TestReport, limit: int = 3000) -> str:

@@ -1,4 +1,8 @@
-"""Grade reports: Gradescope results.json, a Markdown summary and a class gradebook CSV."""
+"""Grade reports: Gradescope results.json, a Markdown summary and a class gradebook CSV.
+
+Every report names a submission by its report folder (a sanitised, unique name) and by the file the
+student handed in, as it was named; with a roster (labcheck.roster) also by the student.
+"""
 from __future__ import annotations
 
 import csv
@@ -63,8 +67,9 @@ def isolation_of(results: dict) -> str:
     return str(iso.get("level") or "?")
 
 
-def rows(subs, results: dict[str, dict]) -> list[dict]:
-    """One row per submission: totals, tests that lost points, and (examples) the expectation."""
+def rows(subs, results: dict[str, dict], roster=None) -> list[dict]:
+    """One row per submission: totals, tests that lost points, the student (with a labcheck.roster.Roster)
+    and (examples) the expectation."""
     out = []
     for sub in subs:
         res = results.get(sub.name) or {"score": 0.0, "max_score": 0.0, "tests": []}
@@ -73,6 +78,8 @@ def rows(subs, results: dict[str, dict]) -> list[dict]:
         expected = sub.expected_failures
         out.append({
             "name": sub.name,
+            "file": Path(sub.path).name,  # as the student named it
+            "student": roster.find(sub.path, sub.name) if roster is not None else None,
             "exercise": sub.exercise,
             "submission": str(sub.path),
             "score": float(res.get("score", 0.0)),
@@ -89,7 +96,8 @@ def rows(subs, results: dict[str, dict]) -> list[dict]:
 
 
 def write_gradebook(path: str | os.PathLike, table: list[dict]) -> None:
-    """CSV: name, exercise, score, max_score, then one column per graded test (its score)."""
+    """CSV: name, the file as handed in, the student (roster), exercise, score, max_score, then one column
+    per graded test (its score)."""
     exercises = sorted({r["exercise"] for r in table})
     columns: list[str] = []
     for r in table:
@@ -101,15 +109,17 @@ def write_gradebook(path: str | os.PathLike, table: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["name", "exercise", "score", "max_score", *columns])
+        writer.writerow(["name", "file", "student_id", "email", "student", "exercise", "score", "max_score", *columns])
         for r in table:
             scores = {(t["name"] if len(exercises) == 1 else f"{r['exercise']}::{t['name']}"): t["score"]
                       for t in r["tests"]}
-            writer.writerow([r["name"], r["exercise"], f"{r['score']:g}", f"{r['max_score']:g}",
+            who = r.get("student")
+            writer.writerow([r["name"], r["file"], *((who.student_id, who.email, who.name) if who else ("", "", "")),
+                             r["exercise"], f"{r['score']:g}", f"{r['max_score']:g}",
                              *[f"{scores[c]:g}" if c in scores else "" for c in columns]])
 
 
-def _first_lines(text: str, n: int = 12, width: int = 200) -> str:
+def first_lines(text: str, n: int = 12, width: int = 200) -> str:
     lines = [line[:width] for line in str(text).strip().splitlines()]
     return "\n".join(lines[:n] + (["..."] if len(lines) > n else []))
 
@@ -125,12 +135,14 @@ def summary_markdown(table: list[dict], examples: bool = False) -> str:
             lines.append(f"| {r['name']} | {r['score']:g}/{r['max_score']:g} | {exp} | {got} | "
                          f"{'yes' if r['expectation_met'] else '**NO**'} | {r['isolation']} |")
     else:
-        lines += ["| submission | exercise | score | % | lost points on | isolation |", "|---|---|---:|---:|---|---|"]
+        lines += ["| submission | file | student | exercise | score | % | lost points on | isolation |",
+                  "|---|---|---|---|---:|---:|---|---|"]
         for r in table:
             pct = 100.0 * r["score"] / r["max_score"] if r["max_score"] else 0.0
             got = ", ".join(r["failed_names"]) or "-"
-            lines.append(f"| {r['name']} | {r['exercise']} | {r['score']:g}/{r['max_score']:g} | {pct:.0f} | {got} | "
-                         f"{r['isolation']} |")
+            who = r["student"].name if r.get("student") else "-"
+            lines.append(f"| {r['name']} | {r['file']} | {who} | {r['exercise']} | {r['score']:g}/{r['max_score']:g} | "
+                         f"{pct:.0f} | {got} | {r['isolation']} |")
     lines += ["", "Isolation levels, weakest first: none < hook-only < no-network < whitelist-fs (bubblewrap); "
               "each report's extra_data.labcheck.isolation says how its worker was confined.", ""]
     for r in table:
@@ -138,10 +150,10 @@ def summary_markdown(table: list[dict], examples: bool = False) -> str:
             continue
         lines += [f"## {r['name']} ({r['score']:g}/{r['max_score']:g})", ""]
         if r["output"]:
-            lines += ["```", _first_lines(r["output"]), "```", ""]
+            lines += ["```", first_lines(r["output"]), "```", ""]
         for t in r["failed"]:
             lines += [f"- **{t['name']}** ({t['score']:g}/{t['max_score']:g})", "", "  ```",
-                      *["  " + line for line in _first_lines(t["output"]).splitlines()], "  ```", ""]
+                      *["  " + line for line in first_lines(t["output"]).splitlines()], "  ```", ""]
     return "\n".join(lines) + "\n"
 
 

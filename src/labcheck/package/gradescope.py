@@ -23,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 from labcheck import report
+from labcheck.roster import gradescope_submission
 from labcheck.package import (
     CONFIG_NAME, PackageConfig, UploadResult, clip, entry_point, environment_files, grade_upload, grading_files,
     provenance, template,
@@ -89,6 +90,9 @@ def run(root: Path) -> dict:
         hide = [root / "source", root / "results", root / "submission", root / "submission_metadata.json",
                 root / "run_autograder"]
         results = results_json(grade_upload(root / "submission", config, hide), config)
+        # who submitted and when, for the instructor's exports (never shown to the student's code)
+        results["extra_data"]["labcheck"]["submission_metadata"] = gradescope_submission(
+            root / "submission_metadata.json")
     except Exception as e:  # still a results.json, so Gradescope shows what went wrong
         results = {"score": 0.0, "execution_time": 0, "tests": [], "stdout_visibility": "hidden",
                    "output": f"labcheck could not grade this submission ({type(e).__name__}: {e}); "
