@@ -352,6 +352,8 @@ def _worker_env(limits: Limits, home: str) -> dict[str, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
         "OMP_NUM_THREADS": str(limits.threads),
         "MKL_NUM_THREADS": str(limits.threads),
+        # the worker imports the very labcheck the grader runs (a checkout on PYTHONPATH, not the install)
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
     for key in ("CUDA_VISIBLE_DEVICES", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if key in os.environ:
