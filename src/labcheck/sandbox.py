@@ -196,6 +196,10 @@ def environment_paths() -> tuple[str, ...]:
 
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")  # the nodes bubblewrap's --dev binds from the host
+# Everything a sandboxed worker can write is a size-limited in-memory file system (issue #22: 3 GB written into
+# an unlimited /tmp, 2 GB onto the host's disk): the scratch (its cwd and HOME; the zygote's home and every
+# child's scratch in it), /tmp and /dev/shm. memfd_create is refused by the seccomp filter (confine).
+SCRATCH_MB, TMP_MB, SHM_MB = 256, 64, 16
 
 
 def private_devices(folder: str) -> list[str]:
@@ -229,12 +233,14 @@ def private_devices(folder: str) -> list[str]:
 def bwrap_command(exe: str, writable: str, readonly: list[str], seccomp_fd: int | None,
                   devices: str | None = None) -> list[str]:
     """bwrap's arguments (before the command): namespaces, then a file system made only of the system's
-    shared libraries, `readonly` and the writable scratch `writable` (all at their host paths); as
-    root, /dev's nodes are private copies made in `devices` (private_devices), a folder outside `writable`."""
+    shared libraries, `readonly` and the writable scratch `writable` (all at their host paths; what can be
+    written is in size-limited memory: SCRATCH_MB, TMP_MB, SHM_MB); as root, /dev's nodes are private copies
+    made in `devices` (private_devices), a folder outside `writable`."""
     cmd = [exe, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
            "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session",
            "--cap-drop", "ALL",  # run as root, bwrap would otherwise keep every capability in the sandbox
-           "--proc", "/proc", "--dev", "/dev", *(private_devices(devices) if devices else ()), "--tmpfs", "/tmp"]
+           "--proc", "/proc", "--dev", "/dev", *(private_devices(devices) if devices else ()),
+           "--size", str(SHM_MB << 20), "--tmpfs", "/dev/shm", "--size", str(TMP_MB << 20), "--tmpfs", "/tmp"]
     for lib in SYSTEM_LIBRARIES:
         if os.path.islink(lib):
             cmd += ["--symlink", os.readlink(lib), lib]
@@ -242,7 +248,7 @@ def bwrap_command(exe: str, writable: str, readonly: list[str], seccomp_fd: int 
             cmd += ["--ro-bind", lib, lib]
     for path in _outermost(set(readonly) | set(environment_paths())):
         cmd += ["--ro-bind", path, path]
-    cmd += ["--bind", writable, writable, "--chdir", writable]
+    cmd += ["--size", str(SCRATCH_MB << 20), "--tmpfs", writable, "--chdir", writable]  # (nothing on the host's disk)
     if seccomp_fd is not None:
         cmd += ["--seccomp", str(seccomp_fd)]
     return cmd + ["--"]
@@ -627,6 +633,8 @@ class Sandbox:
         self.zygote = zygote if zygote is not None else WorkerZygote.from_environment()
         self._worker_entry: str | None = None  # the submission's file as the worker names it
         self._display: str | None = None  # ... and as the student does
+        self._files = 1  # files of the submission copied for the worker (its own modules beside the entry)
+        self._student_folder: str | None = None  # the folder of the student's entry file
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -712,7 +720,8 @@ class Sandbox:
         }
         env = _worker_env(self.limits, str(work))
         forked = None
-        if self._via_bwrap and display is not None and self.zygote is not None and self.zygote.serves(self.limits):
+        if (self._via_bwrap and display is not None and self._files == 1 and self.zygote is not None
+                and self.zygote.serves(self.limits)):  # (a zygote's child gets one file; a folder: a fresh worker)
             # the same worker, forked from a zygote under the same bubblewrap set-up: see WorkerZygote
             forked = self.zygote.spawn(policy, env, submission, self._stderr_path, self.limits)
         if forked is not None:
@@ -749,34 +758,43 @@ class Sandbox:
         texts = (f"{reply.get('type', 'Error')}: {reply.get('message', '')}", reply.get("traceback") or "")
         if self._display and self._worker_entry:
             texts = tuple(t.replace(self._worker_entry, self._display) for t in texts)
+            if self._files > 1 and self._student_folder:  # the student's other modules, named as theirs
+                copy_folder = str(Path(self._worker_entry).parent)
+                texts = tuple(t.replace(copy_folder, self._student_folder) for t in texts)
         return texts
 
     def _copy_submission(self, scratch: Path) -> tuple[Path, str | None]:
-        """The worker reads a private copy of the submission's entry file, never the original
-        (which may sit among other students' files or in examples/, both hidden from it)."""
-        from labcheck.submission import LinkRefused, submission_entry
+        """The worker reads a private copy of the submission, never the original (which may sit among other
+        students' files or in examples/, both hidden from it): its entry file and, for a folder, the
+        student's other files beside it, at the same relative paths (the entry may import its own modules)."""
+        from labcheck.submission import LinkRefused, submission_files
 
         try:
-            entry = submission_entry(self.submission, self.exercise)
+            entry, files = submission_files(self.submission, self.exercise)
         except LinkRefused as e:  # nothing a link points to is copied, run or quoted
             self._load_failure = SubmissionFailure("load_error", f"the submission was refused: {e}")
             raise self._load_failure from None
         except (OSError, ValueError):
             return self.submission, None  # the worker reports why it cannot load it
         folder = scratch / "submission"
-        folder.mkdir(exist_ok=True)
-        copy = folder / entry.name
-        with open(entry, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW)) as src, open(copy, "wb") as dst:
-            shutil.copyfileobj(src, dst)  # (O_NOFOLLOW: a link swapped in since the check is not followed either)
-        return copy, str(entry)
+        shutil.rmtree(folder, ignore_errors=True)
+        for f in files:
+            copy = folder / (f.relative_to(self.submission) if self.submission.is_dir() else f.name)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            with open(f, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW)) as src, open(copy, "wb") as dst:
+                shutil.copyfileobj(src, dst)  # (O_NOFOLLOW: a link swapped in since the check is not followed either)
+        self._files = len(files)
+        self._student_folder = str(entry.parent)
+        return folder / (entry.relative_to(self.submission) if self.submission.is_dir() else entry.name), str(entry)
 
     def _await_ready(self) -> None:
         """Wait for the worker's first frame: the submission loaded, or why not (remembered)."""
         from labcheck import wire  # (imports torch: only where a worker answers)
 
         budget = self.limits.startup_timeout
-        try:
-            payload = self._read_reply(time.monotonic() + budget)
+        try:  # loading has a CPU deadline too (16 threads spinning at import slowed the students beside it)
+            cpu_deadline = process_tree_cpu_seconds(self._proc.pid) + budget
+            payload = self._read_reply(time.monotonic() + budget, cpu_deadline)
             reply = wire.decode(payload)
         except TimeoutError:
             self._kill()

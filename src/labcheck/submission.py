@@ -365,6 +365,26 @@ def submission_entry(path: Path, exercise: str) -> Path:
     raise FileNotFoundError(f"submission {path} does not exist")
 
 
+MAX_FILES, MAX_BYTES = 200, 20 * 2**20  # what one submission folder may hold (its own modules, small data)
+_SKIPPED = ("__pycache__", ".ipynb_checkpoints")  # what a notebook server or Python leaves beside the code
+
+
+def submission_files(path: Path, exercise: str) -> tuple[Path, list[Path]]:
+    """(entry, every file of the submission): for a folder, its entry and all its regular files (the student's
+    own modules beside it, which the entry may import), hidden files and caches aside; for a file, itself.
+    Links are refused (refuse_links); a folder over MAX_FILES files or MAX_BYTES is refused too."""
+    entry = submission_entry(path, exercise)
+    if not Path(path).is_dir():
+        return entry, [entry]
+    files = sorted(f for f in Path(path).rglob("*") if f.is_file() and not any(
+        part.startswith(".") or part in _SKIPPED for part in f.relative_to(path).parts))
+    size = sum(f.stat().st_size for f in files)
+    if len(files) > MAX_FILES or size > MAX_BYTES:
+        raise ValueError(f"the submission folder holds {len(files)} files, {size / 2**20:.1f} MB: at most "
+                         f"{MAX_FILES} files and {MAX_BYTES // 2**20} MB (your code and the modules it imports)")
+    return entry, files
+
+
 def read_submission(path: Path, exercise: str) -> tuple[Path, str]:
     entry = submission_entry(path, exercise)
     text = entry.read_text(encoding="utf-8", errors="replace")

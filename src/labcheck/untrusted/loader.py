@@ -74,6 +74,23 @@ def guard_top_level_imports(tree: ast.Module) -> ast.Module:
     return tree
 
 
+class OwnModules:
+    """Finds the student's own modules (helpers.py, a package of theirs) in the folder of their copied entry
+    file, first, as Python finds a script's neighbours: `import helpers` in sgd.py imports their helpers.py.
+    Only that private copy's folder is searched (the rest of the class is never in it); modules already
+    imported (torch, numpy, the worker's own) are not replaced."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def find_spec(self, name, path=None, target=None):
+        import importlib.machinery
+
+        if path is not None or "." in name:
+            return None  # a submodule: its package's own __path__ finds it
+        return importlib.machinery.PathFinder.find_spec(name, [self.folder])
+
+
 def execute_submission(entry: Path, source: str, notes: list[str] | None = None) -> types.ModuleType:
     """Run the source as a fresh module with a unique name (never on sys.path). A top-level import that
     fails binds a MissingImport and adds a line to `notes` (shown to the student) instead of failing it all."""
@@ -91,6 +108,7 @@ def execute_submission(entry: Path, source: str, notes: list[str] | None = None)
                              "does not have it; use torch, numpy or the standard library in graded functions")
 
     module.__dict__[MISSING_IMPORT] = missing
+    sys.meta_path.insert(0, OwnModules(str(Path(entry).parent)))
     tree = guard_top_level_imports(ast.parse(source, str(entry)))
     code = compile(tree, str(entry), "exec")
     exec(code, module.__dict__)
@@ -108,7 +126,8 @@ def student_traceback(exc: BaseException, entry: str, display: str | None = None
     """The traceback lines from the submission's own file (what a student can act on)."""
     try:
         frames = traceback.extract_tb(exc.__traceback__)
-        own = [f for f in frames if f.filename == entry]
+        folder = os.path.dirname(entry) + "/"  # the submission's own files: the entry and its modules beside it
+        own = [f for f in frames if f.filename == entry or f.filename.startswith(folder)]
         text = "".join(traceback.format_list(own[-5:])) if own else ""
         text += "".join(traceback.format_exception_only(type(exc), exc)).strip()
     except BaseException as e:  # a hostile exception whose __str__ raises
