@@ -383,6 +383,39 @@ def _rlimits(limits: Limits) -> None:
         prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
+UNPRIVILEGED_USER = "nobody"  # whom a worker run as root without bubblewrap becomes before any student line
+
+
+def unprivileged_ids() -> tuple[int, int] | None:
+    """(uid, gid) a worker started as root without bubblewrap drops to, or None where it cannot: not root, no
+    such user, or an interpreter or library that user cannot read (pyenv under a 0700 /root). Without
+    bubblewrap nothing hides the grader's files from a worker that is root: torch.from_file read the
+    reference past the audit hook (issue #26); as that user, the files only root may read stay closed."""
+    if os.geteuid() != 0:
+        return None
+    import importlib.util
+    import pwd
+    import stat
+
+    try:
+        user = pwd.getpwnam(UNPRIVILEGED_USER)
+    except KeyError:
+        return None
+    needed = {os.path.realpath(sys.executable), *environment_paths(),
+              *(os.path.dirname(importlib.util.find_spec(m).origin) for m in ("torch", "numpy", "encodings"))}
+    for path in needed:  # every folder on the way traversable by others, the place itself readable
+        parts = Path(path).parts
+        for i in range(1, len(parts) + 1):
+            try:
+                mode = os.stat(Path(*parts[:i])).st_mode
+            except OSError:
+                return None
+            last = i == len(parts)
+            if (stat.S_ISDIR(mode) and not mode & stat.S_IXOTH) or (last and not mode & stat.S_IROTH):
+                return None
+    return user.pw_uid, user.pw_gid
+
+
 def _children_of(pid: int) -> list[int]:
     return _process_table()[0].get(pid, [])
 
@@ -717,8 +750,14 @@ class Sandbox:
             "threads": self.limits.threads,
             "max_reply_mb": self.limits.max_reply_mb,
             "mount_namespace": "--mount-proc" in prefix,
+            # without bubblewrap, a worker started as root becomes an unprivileged user after confining itself
+            "drop_to": unprivileged_ids() if not self._via_bwrap else None,
         }
         env = _worker_env(self.limits, str(work))
+        if policy["drop_to"] and display is not None:  # its scratch is its own; the submission's copy readable to it
+            os.chown(work, *policy["drop_to"])
+            for path in (submission.parent, *submission.parent.rglob("*")):
+                os.chmod(path, 0o755 if path.is_dir() else 0o644)
         forked = None
         if (self._via_bwrap and display is not None and self._files == 1 and self.zygote is not None
                 and self.zygote.serves(self.limits)):  # (a zygote's child gets one file; a folder: a fresh worker)
