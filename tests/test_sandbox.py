@@ -331,3 +331,33 @@ def test_a_submission_cannot_change_the_hosts_device_nodes(tmp_path, monkeypatch
             if os.stat(f"/dev/{name}").st_mode != mode:
                 os.chmod(f"/dev/{name}", stat_.S_IMODE(mode))
     assert after == before
+
+
+THREAD_TRICKS = '''
+import threading
+
+def start_threads(n):
+    stop = threading.Event()
+    started = 0
+    try:
+        for _ in range(n):
+            threading.Thread(target=stop.wait, daemon=True).start()
+            started += 1
+    except RuntimeError:
+        pass
+    stop.set()
+    return started
+'''
+
+
+@pytest.mark.parametrize("forked", [False, True], ids=["fresh", "zygote"])
+def test_a_worker_cannot_start_thousands_of_threads(tmp_path, monkeypatch, worker_zygote, forked):
+    """Issue #22: a submission started 10,000 threads (host tasks 156 -> 10,158). As root (RLIMIT_NPROC does not
+    bind root) the worker and the zygote are in a pids cgroup of MAX_TASKS; as an ordinary user RLIMIT_NPROC
+    holds."""
+    monkeypatch.delenv(sandbox.BWRAP_ENV, raising=False)
+    path = tmp_path / "threads.py"
+    path.write_text(THREAD_TRICKS)
+    with Sandbox(path, "_selftest", Limits(timeout=60), zygote=worker_zygote if forked else None) as box:
+        started = box.call("call", name="start_threads", args=[3000])
+    assert started < sandbox.MAX_TASKS

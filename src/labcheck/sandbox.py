@@ -367,10 +367,69 @@ def _worker_env(limits: Limits, home: str) -> dict[str, str]:
     return env
 
 
-def _rlimits(limits: Limits) -> None:
+PIDS_CGROUPS = "/sys/fs/cgroup/pids"  # cgroup v1's pids controller, where a root grader may make groups
+MAX_TASKS = 512  # threads and processes of one worker (or one zygote and its child), all together
+
+
+class TaskCap:
+    """A pids cgroup holding at most MAX_TASKS threads and processes, for a worker started as root: root
+    ignores RLIMIT_NPROC (issue #22: 10,000 threads created), the cgroup does not. Elsewhere (an ordinary
+    user: RLIMIT_NPROC holds; no writable cgroup) it is inert. The process about to execute the worker joins
+    it (`join`, from preexec_fn); `remove` deletes it once the worker is gone."""
+
+    def __init__(self):
+        self.path: str | None = None
+        if os.geteuid() != 0 or not os.access(PIDS_CGROUPS, os.W_OK):
+            return
+        self._sweep()
+        path = os.path.join(PIDS_CGROUPS, f"labcheck-{secrets.token_hex(6)}")
+        try:
+            os.mkdir(path)
+            with open(os.path.join(path, "pids.max"), "w") as f:
+                f.write(str(MAX_TASKS))
+            self.path = path
+        except OSError:
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+
+    def join(self) -> None:
+        """In the child about to execute the worker: move itself into the group (before any thread starts)."""
+        if self.path is not None:
+            with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+
+    def remove(self) -> None:
+        """Delete the group; its last tasks may take a moment to go after SIGKILL (a leftover is swept later)."""
+        for _ in range(40):
+            if self.path is None:
+                return
+            try:
+                os.rmdir(self.path)
+                self.path = None
+            except OSError:
+                time.sleep(0.05)
+
+    @staticmethod
+    def _sweep(older_than: float = 120.0) -> None:
+        """Remove the empty groups of graders that ended without removing theirs (never a fresh one: another
+        grader may be about to join it)."""
+        for name in os.listdir(PIDS_CGROUPS):
+            path = os.path.join(PIDS_CGROUPS, name)
+            try:
+                if name.startswith("labcheck-") and time.time() - os.stat(path).st_mtime > older_than:
+                    os.rmdir(path)  # refused while it holds a task
+            except OSError:
+                pass
+
+
+def _rlimits(limits: Limits, cap: TaskCap | None = None) -> None:
     """The worker's resource limits, set in the process about to execute it."""
     import resource
 
+    if cap is not None:
+        cap.join()
     mem = limits.memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_DATA, (mem, mem))
     fsize = limits.file_mb * 1024 * 1024
@@ -439,6 +498,7 @@ class WorkerZygote:
         self.broken = False
         self._proc = proc  # bubblewrap, when this process started it
         self._scratch: tempfile.TemporaryDirectory | None = None
+        self._cap: TaskCap | None = None  # its pids cgroup, when this process made one
 
     @classmethod
     def start(cls, limits: Limits | None = None, exercises: tuple[str, ...] = ()) -> "WorkerZygote | None":
@@ -464,14 +524,15 @@ class WorkerZygote:
         cmd = [*bwrap_command(bwrap_path(), home, list(calls.values()), None, str(Path(scratch.name) / "dev")),
                sys.executable, "-P", "-m", "labcheck.worker", "--zygote"]
         _prctl()  # loaded here: after fork, in preexec_fn, only what is loaded already is safe to call
+        cap = TaskCap()  # the zygote and its one child at a time, together
         try:
             with open(Path(scratch.name) / "zygote.log", "ab") as err:
                 proc = subprocess.Popen(cmd, stdin=theirs, stdout=subprocess.DEVNULL, stderr=err, cwd=home, env=env,
-                                        preexec_fn=lambda: _rlimits(limits), start_new_session=True, close_fds=True)
+                                        preexec_fn=lambda: _rlimits(limits, cap), start_new_session=True, close_fds=True)
         finally:
             theirs.close()
         zygote = cls(ours, 0, limits, proc)
-        zygote._scratch = scratch
+        zygote._scratch, zygote._cap = scratch, cap
         return zygote
 
     def wait_ready(self) -> bool:
@@ -587,6 +648,8 @@ class WorkerZygote:
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None
+        if self._cap is not None:
+            self._cap.remove()
 
 
 _ATTACHED: WorkerZygote | None = None
@@ -667,6 +730,7 @@ class Sandbox:
         self._worker_entry: str | None = None  # the submission's file as the worker names it
         self._display: str | None = None  # ... and as the student does
         self._files = 1  # files of the submission copied for the worker (its own modules beside the entry)
+        self._cap: TaskCap | None = None  # the fresh worker's pids cgroup (root only)
         self._student_folder: str | None = None  # the folder of the student's entry file
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -703,9 +767,11 @@ class Sandbox:
                 stream.close()
             except OSError:
                 pass
+        if self._cap is not None:
+            self._cap.remove()
 
     def _preexec(self) -> None:
-        _rlimits(self.limits)
+        _rlimits(self.limits, self._cap)
 
     def _needed_paths(self, work: Path) -> list[str]:
         return [*environment_paths(), str(work)]
@@ -771,6 +837,7 @@ class Sandbox:
         else:
             cmd = [*prefix, sys.executable, "-m", "labcheck.worker"]
             _prctl()  # loaded before the fork: _preexec may only call what is loaded
+            self._cap = TaskCap()
             try:
                 with open(self._stderr_path, "ab") as err:
                     self._proc = subprocess.Popen(
