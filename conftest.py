@@ -38,12 +38,13 @@ def check_bands():
     them) when `exercise` has no `budget` bands for `source` on this machine, else calls run(flags) with the
     budget's flags and the held-out seed, and checks every band of that budget against band_metrics."""
     from labcheck import bands, study
+    from labcheck.exercises import get
 
     def check(exercise: str, budget: str, source: str, run):
         if not bands.has_bands(exercise, budget, source):
             pytest.skip(bands.missing_band_message(exercise, budget, source))
         result = run([*study.budget_flags(budget), "--seed", str(bands.HELD_OUT_SEED)])
-        metrics = study.load_reference(exercise).band_metrics(result)
+        metrics = get(exercise).load_reference().band_metrics(result)
         bands.check_all(exercise, budget, metrics, result["data_source"])
         return result
 

@@ -361,8 +361,10 @@ def test_question_folder_layout(question):
     assert (question / "tests" / "labcheck" / "exercises" / CHEAP / "reference.py").is_file()
     image = {str(p.relative_to(question / "image")) for p in (question / "image").rglob("*") if p.is_file()}
     assert {"Dockerfile", "setup.sh", "labcheck/pyproject.toml", "labcheck/src/labcheck/grade.py"} <= image
-    # a public image holds no solution (the package's own exercise template, a softmax, is no course's)
-    assert not [p for p in image if ("reference" in p or "contract" in p) and "/templates/exercise/" not in p]
+    # a public image holds no solution: no exercise folder, no reference or contract tests (labcheck's own
+    # modules, contracts.py say, and its exercise template, a softmax, are no course's)
+    assert not [p for p in image if "exercises/" in p or (("reference" in p or "contract" in p)
+                                                          and not p.startswith("labcheck/src/labcheck/"))]
     subprocess.run(["bash", "-n", str(question / "tests" / "run.sh")], check=True)
 
 

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from labcheck import bands
 from labcheck.exercises import get
-from labcheck.cli import load_reference
 _probes = get("gradnorms").probes_module()
 linears_in_call_order = _probes.linears_in_call_order
 from strategies import SEEDS, rare_counterexamples
@@ -29,7 +28,7 @@ SCALARS = st.floats(min_value=-3.0, max_value=3.0, allow_nan=False, allow_infini
 
 @pytest.fixture(scope="module")
 def ref():
-    return load_reference("gradnorms")
+    return get("gradnorms").load_reference()
 
 
 def tol(name: str) -> dict:

@@ -11,13 +11,13 @@ import torch
 from hypothesis import given, strategies as st
 from scipy import stats
 
-from labcheck import bands, cli, data
+from labcheck import bands, data
 from labcheck.exercises import get
 from strategies import SEEDS, rare_counterexamples
 
 pytestmark = pytest.mark.exercise("hyperparams")
 
-ref = cli.load_reference("hyperparams")
+ref = get("hyperparams").load_reference()
 
 SIGMAS = st.floats(min_value=0.05, max_value=0.5, allow_nan=False, allow_infinity=False)
 WIDTHS = st.integers(min_value=2, max_value=600)

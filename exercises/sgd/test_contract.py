@@ -50,9 +50,8 @@ def grading():
 def trained(grading):
     """Parameters after 3 epochs of the reference recipe (so evaluate sees a useful network)."""
     from labcheck import core
-    from labcheck.cli import load_reference
 
-    module = load_reference("sgd")
+    module = get("sgd").load_reference()
     inputs = grading["learn"]
     params = module.initialize_nn({}, generator=torch.Generator().manual_seed(11))
     loader = core.ResidentLoader(inputs["x_train"], inputs["y_train"], batch_size=128, seed=11)

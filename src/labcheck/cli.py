@@ -28,14 +28,6 @@ from pathlib import Path
 from labcheck import paths
 from labcheck.exercises import EXERCISES, REGISTRY
 
-def load_reference(exercise: str):
-    """Import exercises/<exercise>/reference.py by path (Exercise.load_reference); a missing file ends the command."""
-    try:
-        return REGISTRY[exercise].load_reference()
-    except FileNotFoundError as e:
-        raise SystemExit(f"labcheck: {e}") from None
-
-
 def exercise_table() -> str:
     """The README's table of exercises, made from the registry (`labcheck list --markdown`)."""
     rows = ["| id | seed notebook | data | what is reproduced |", "| --- | --- | --- | --- |"]
@@ -74,7 +66,10 @@ def cmd_data(args) -> int:
 
 
 def cmd_reproduce(args, rest: list[str]) -> int:
-    module = load_reference(args.exercise)
+    try:
+        module = REGISTRY[args.exercise].load_reference()
+    except FileNotFoundError as e:  # a missing reference ends the command with its path, no traceback
+        raise SystemExit(f"labcheck: {e}") from None
     ref_args = module.get_args_parser().parse_args(rest)
     result = module.main(ref_args)
     return int(result) if isinstance(result, int) else 0

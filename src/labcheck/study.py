@@ -34,15 +34,10 @@ def budget_flags(budget: str) -> list[str]:
     return {"quick": ["--quick"], "full": [], "dry": ["--dry-run"]}[budget]
 
 
-def load_reference(exercise: str):
-    """exercises/<exercise>/reference.py, imported by path (Exercise.load_reference)."""
-    return get(exercise).load_reference()
-
-
 def call_reference(exercise: str, function: str, kwargs: dict):
     """exercises/<exercise>/reference.py's `function`(**kwargs), loaded by path in this (runner) process: the target
     through which a reference hands its own independent runs to labcheck.runner."""
-    return getattr(load_reference(exercise), function)(**kwargs)
+    return getattr(get(exercise).load_reference(), function)(**kwargs)
 
 
 def run_reference(exercise: str, argv: list[str]) -> dict:
@@ -51,7 +46,7 @@ def run_reference(exercise: str, argv: list[str]) -> dict:
     Module level so that labcheck.runner can call it in a worker process (the reference file itself is
     imported by path there, never pickled).
     """
-    module = load_reference(exercise)
+    module = get(exercise).load_reference()
     result = module.main(module.get_args_parser().parse_args(argv))
     config = result.get("config", {})
     return {"metrics": {k: float(v) for k, v in module.band_metrics(result).items()},

@@ -167,10 +167,5 @@ def run_call(calls, module, request: dict, entry_name: str, display: str | None,
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--zygote"]:
-        from labcheck.untrusted import zygote
-
-        zygote.main()
-        return
     in_fd, out_fd = _private_protocol_fds()
     serve(json.loads(os.environ.get(SANDBOX_ENV, "{}")), in_fd, out_fd)
