@@ -251,27 +251,6 @@ def _check_headline_answers(result: dict) -> None:
     assert p2["rank_r_final_distance"] < min(v["final_distance"] for v in p2["overparametrized"].values())
 
 
-# The metrics whose bands the tests check on the held-out seed (the others feed the seed claims): a correct
-# reference fails this list with probability <= len(CHECKED) * bands.FALSE_FAILURE.
-CHECKED = ("final_train_loss", "final_test_acc", "grad_norm_layer1.last", "grad_norm_layer4.last",
-           "grad_norm_layer1.epoch1", "sensing.rank_r_log10_distance", "sensing.small_alpha_effective_rank",
-           "sensing.large_alpha_effective_rank", "sensing.documented.alpha1e-05.log10_distance")
-
-
-def _check_bands(ref, result: dict, budget: str) -> None:
-    source = result["data_source"]
-    if not bands.has_bands("gradnorms", budget, source):
-        pytest.skip(bands.missing_band_message("gradnorms", budget, source))
-    metrics = ref.band_metrics(result)
-    failures = []
-    for name in CHECKED:
-        try:
-            bands.check_band(f"gradnorms.{budget}.{name}", metrics[name], source)
-        except bands.BandError as e:
-            failures.append(str(e))
-    assert not failures, "\n".join(failures)
-
-
 @pytest.fixture(scope="module")
 def quick_run(ref, tmp_path_factory):
     return _run(ref, tmp_path_factory.mktemp("gradnorms_quick"), "--quick", "--seed", str(bands.HELD_OUT_SEED))
@@ -281,15 +260,15 @@ def test_quick_run_gives_the_headline_answers(quick_run):
     _check_headline_answers(quick_run)
 
 
-def test_quick_run_is_within_its_bands(ref, quick_run):
-    _check_bands(ref, quick_run, "quick")
+def test_quick_run_is_within_its_bands(quick_run, within_bands):
+    within_bands("gradnorms", "quick", quick_run)
 
 
 @pytest.mark.slow
-def test_full_run_gives_the_headline_answers_and_stays_in_its_bands(ref, tmp_path):
+def test_full_run_gives_the_headline_answers_and_stays_in_its_bands(ref, tmp_path, within_bands):
     result = _run(ref, tmp_path, "--seed", str(bands.HELD_OUT_SEED))
     _check_headline_answers(result)
-    _check_bands(ref, result, "full")
+    within_bands("gradnorms", "full", result)
 
 
 def test_every_seed_claim_names_a_metric_of_the_full_run(ref, tmp_path):
