@@ -47,7 +47,7 @@ import statistics
 from pathlib import Path
 from typing import Iterable
 
-from labcheck import paths
+from labcheck import paths, reproducibility
 
 
 class BandError(AssertionError):
@@ -235,6 +235,7 @@ def provenance(seeds: list[int], device: str, command: str, **extra) -> dict:
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.system()} {platform.release()}",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
+        "fingerprint": reproducibility.fingerprint(),  # what a bit-identical rerun needs (labcheck.reproducibility)
         **extra,
     }
 

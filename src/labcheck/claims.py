@@ -187,6 +187,11 @@ def code_problems(exercise: str, directory: Path | None = None) -> list[dict]:
     return (_claims_file(exercise, directory) or {}).get("code_problems", [])
 
 
+def knife_edges(exercise: str, directory: Path | None = None) -> list[dict]:
+    """Answers that flip under a rounding-level change of a run: {"claim", "note"} each (labcheck.reproducibility)."""
+    return (_claims_file(exercise, directory) or {}).get("knife_edges", [])
+
+
 def load_tables(exercise: str, directory: Path | None = None) -> Tables:
     """The claims file's sampling table and the bands file's limits of `exercise`."""
     from labcheck.exercises import get
@@ -299,8 +304,9 @@ def _table(verdicts: list[Verdict]) -> list[str]:
 
 
 def report_markdown(exercise: str, verdicts: list[Verdict], sweep, image: str | None = None,
-                    problems: list[dict] = ()) -> str:
-    """report.md: summary, our runs, the seed's claims, our questions, the seed's code problems, notes."""
+                    problems: list[dict] = (), edges: list[dict] = ()) -> str:
+    """report.md: summary, our runs, the seed's claims, our questions, knife edges, the seed's code problems,
+    notes."""
     prov = sweep.provenance()
     seconds = ", ".join(f"{s:.1f}" for s in prov["seconds"])
     seed_claims = [v for v in verdicts if not v.claim.question]
@@ -329,6 +335,9 @@ def report_markdown(exercise: str, verdicts: list[Verdict], sweep, image: str | 
         lines += ["", "## Questions we ask of the seed's data", "",
                   "Hypotheses of ours, not the seed's: a verdict here says nothing of the student's work.", "",
                   *_table(questions)]
+    if edges:
+        lines += ["", "## Knife edges: answers a rounding-level change flips", ""]
+        lines += [f"- `{e['claim']}`: {e['note']}" for e in edges]
     if problems:
         lines += ["", "## The seed's code problems", ""]
         lines += [f"- line {p['line']}, `{p['quote']}`: {p['problem']}" for p in problems]

@@ -324,7 +324,8 @@ def cmd_reproduce_seeds(args) -> int:
             indent=1) + "\n")
     claims.plot(verdicts, out / "claims.png", title=f"{args.exercise}: seed claims vs {len(seeds)} seeds ({budget})")
     report = claims.report_markdown(args.exercise, verdicts, sweep, image="claims.png",
-                                    problems=claims.code_problems(args.exercise))
+                                    problems=claims.code_problems(args.exercise),
+                                    edges=claims.knife_edges(args.exercise))
     (out / "report.md").write_text(report)
     print(report)
     print(f"report in {out / 'report.md'}")
