@@ -322,8 +322,9 @@ def cmd_reproduce_seeds(args) -> int:
              "runs": [{k: r[k] for k in ("seed", "data_source", "metric_sources", "metrics", "seconds")}
                       for r in sweep.runs]},
             indent=1) + "\n")
-    claims.plot(verdicts, out / "claims.png", title=f"{args.exercise}: seed claims vs {len(seeds)} seeds ({budget})")
-    report = claims.report_markdown(args.exercise, verdicts, sweep, image="claims.png",
+    pages = claims.plot(verdicts, out / "claims.png",
+                        title=f"{args.exercise}: seed claims vs {len(seeds)} seeds ({budget})")
+    report = claims.report_markdown(args.exercise, verdicts, sweep, images=[p.name for p in pages],
                                     problems=claims.code_problems(args.exercise),
                                     edges=claims.knife_edges(args.exercise))
     (out / "report.md").write_text(report)
