@@ -58,13 +58,13 @@ def test_report_and_plot(tmp_path):
 
 
 def test_plots_are_pages_a_screen_holds_with_the_interval_drawn(tmp_path):
-    """20 measured claims: three pages of at most 3 x 3 panels, each 1386 x 924 px; value claims' intervals drawn."""
+    """10 measured claims: two pages of at most 3 x 3 panels, each 1386 x 924 px; value claims' intervals drawn."""
     from PIL import Image
 
-    many = [claim(id=f"c{i}", seed_value=0.5 + i / 1000) for i in range(20)]
+    many = [claim(id=f"c{i}", seed_value=0.5 + i / 1000) for i in range(10)]
     verdicts = claims.judge_all(many, runs(m=[0.5, 0.51, 0.49]), "fashion-mnist")
     pages = claims.plot(verdicts, tmp_path / "claims.png", "demo")
-    assert [p.name for p in pages] == ["claims.png", "claims-2.png", "claims-3.png"]
+    assert [p.name for p in pages] == ["claims.png", "claims-2.png"]
     for page in pages:
         with Image.open(page) as image:
             assert image.size == (1386, 924), page.name
@@ -164,3 +164,10 @@ def test_summary_reasons_are_read_off_the_verdicts_numbers():
     assert claims.main_reasons(balanced, sections) == []
     missed = [verdict(0.01, 0.0, claims.NOT_REPRODUCED, 500)]
     assert 'from the seed\'s section "1.5.2 h=32"' in claims.main_reasons(missed, sections)[0]
+
+
+def test_a_quote_with_a_pipe_stays_in_its_cell():
+    verdicts = claims.judge_all([claim(quote="train loss 0.3642| train accuracy 89.89%", line=331)],
+                                runs(m=[0.5, 0.51, 0.49]), "fashion-mnist")
+    row = next(line for line in claims._table(verdicts) if line.startswith("| `c`"))
+    assert row.count(" | ") == 6 and "0.3642\\| train" in row

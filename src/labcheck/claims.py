@@ -359,8 +359,8 @@ def _table(verdicts: list[Verdict]) -> list[str]:
     for v in verdicts:
         c = v.claim
         said = f"{c.line}: \"{c.quote}\"" if c.quote else f"{c.line}" if c.line else "-"
-        lines.append(f"| `{c.id}` | {c.what} | {said} | {c.seed_value} | {v.ours_text()} | **{v.verdict}** | "
-                     f"{v.outcome_text()} |")
+        cells = [f"`{c.id}`", c.what, said, str(c.seed_value), v.ours_text(), f"**{v.verdict}**", v.outcome_text()]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")  # a seed's '|' ends no cell
     return lines
 
 
