@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from labcheck import grade, paths, sandbox
+from labcheck import grade, isolation, paths, sandbox
 from labcheck.exercises import get
 from labcheck.sandbox import LEVELS, Limits, Sandbox, SubmissionFailure
 
@@ -346,6 +346,13 @@ import mmap, os
 import numpy as np
 import torch
 
+def scratch_works():
+    import tempfile
+    with tempfile.NamedTemporaryFile() as f:  # its TMPDIR, its cwd: its own to write
+        f.write(b"x")
+    open("here.txt", "w").write("ok")
+    return open("here.txt").read()
+
 def read_it(secret):
     """Every way of reading a file past the audit hook (issue #26): what any of them returned."""
     got = []
@@ -384,7 +391,7 @@ def test_without_bubblewrap_a_root_grader_runs_the_worker_unprivileged(tmp_path,
         pytest.skip("this run is unprivileged already: the worker cannot be root")
     monkeypatch.setenv(sandbox.BWRAP_ENV, "")
     if not unshare:
-        monkeypatch.setattr(sandbox, "isolation_prefix", lambda: ())
+        monkeypatch.setattr(isolation, "isolation_prefix", lambda: ())
     vault = Path(tempfile.mkdtemp(prefix="labcheck-root-only-"))  # stands for the grading files: root's alone
     secret, target = vault / "reference.py", vault / "expected.bin"
     secret.write_text("def solution(): return 42  # the reference\n")
@@ -397,6 +404,7 @@ def test_without_bubblewrap_a_root_grader_runs_the_worker_unprivileged(tmp_path,
         sub = tmp_path / "rw.py"
         sub.write_text(READERS_AND_WRITERS)
         with Sandbox(sub, "_selftest", Limits(timeout=60)) as box:
+            assert box.call("call", name="scratch_works") == "ok"
             assert box.call("call", name="read_it", args=[str(secret)]) == ""
             assert box.call("call", name="write_it", args=[str(target)]) is False
             assert any(d.startswith("runs as uid") for d in box.isolation["details"]), box.isolation

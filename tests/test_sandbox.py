@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from labcheck import sandbox, submission
+from labcheck import isolation, sandbox, submission
 from labcheck.sandbox import Limits, Sandbox, SubmissionFailure
 
 PROBE_TARGETS = '''
@@ -241,7 +241,7 @@ def guard_only_box(tmp_path_factory):
     path = tmp_path_factory.mktemp("guard") / "tricks.py"
     path.write_text(GUARD_TRICKS)
     mp = pytest.MonkeyPatch()
-    mp.setattr(sandbox, "isolation_prefix", lambda: ())
+    mp.setattr(isolation, "isolation_prefix", lambda: ())
     mp.setenv(sandbox.BWRAP_ENV, "")  # no bubblewrap either: the audit hook (and seccomp) alone
     with Sandbox(path, "_selftest", Limits(timeout=20)) as b:
         yield b
@@ -254,7 +254,7 @@ def test_installed_native_libraries_load_and_nothing_else_does(tmp_path, monkeyp
     alone (a worker of its own: guard_only_box's tricks leave os.path.realpath patched)."""
     path = tmp_path / "tricks.py"
     path.write_text(GUARD_TRICKS)
-    monkeypatch.setattr(sandbox, "isolation_prefix", lambda: ())
+    monkeypatch.setattr(isolation, "isolation_prefix", lambda: ())
     monkeypatch.setenv(sandbox.BWRAP_ENV, "")
     installed = str(Path(torch.__file__).parent / "lib" / "libtorch_global_deps.so")
     with Sandbox(path, "_selftest", Limits(timeout=60)) as box:
