@@ -392,6 +392,7 @@ def test_a_syntax_error_is_named_in_the_students_file_and_nothing_is_graded(auto
     results = run_autograder(root)
     assert results["score"] == 0 and all(t["score"] == 0 for t in results["tests"])
     assert f"{CHEAP}.py, line 3: SyntaxError" in results["output"] and "submission.py" not in results["output"]
+    assert results["output"].startswith(f"Received {CHEAP}.py.") and "Graded" not in results["output"]
     assert "def mlp(X, ws, bs:" in results["tests"][0]["output"]
     assert results["execution_time"] < 30  # parsed, never run: no grader, no worker
 
@@ -486,6 +487,7 @@ def grade_root(question: Path, tmp: Path, files: dict[str, str]) -> Path:
 
 def run_pl(root: Path) -> dict:
     env = {**os.environ, "GRADE_ROOT": str(root), "LABCHECK_PYTHON": sys.executable}
+    env.pop("LABCHECK_EXPECTED_CACHE", None)  # the question's own, as on PrairieLearn
     entry = json.loads((root / "tests" / "labcheck" / "labcheck-package.json").read_text())  # config present
     assert entry["exercise"] == CHEAP
     proc = subprocess.run([str(root / "tests" / "run.sh")], env=env, capture_output=True, text=True, timeout=900)
@@ -529,7 +531,9 @@ def test_prairielearn_syntax_error_is_not_gradable_and_names_the_students_file(q
     assert results["gradable"] is False and "tests" not in results
     assert results["format_errors"][0].startswith(f"{CHEAP}.py could not be parsed")
     assert f"{CHEAP}.py, line 3: SyntaxError" in results["format_errors"][0]
-    assert "submission.py" not in json.dumps(results)
+    assert "submission.py" not in json.dumps(results) and "Graded" not in json.dumps(results)
+    assert results["message"] == (f"{CHEAP}.py could not be parsed, so nothing of it was graded: {CHEAP}.py, line 3: "
+                                  "SyntaxError: '(' was never closed")
 
 
 def test_prairielearn_notebook_with_a_cell_python_cannot_parse_is_not_gradable(question, tmp_path):
@@ -543,8 +547,19 @@ def test_prairielearn_notebook_with_a_cell_python_cannot_parse_is_not_gradable(q
 
 
 def test_buggy_submission_through_prairielearn(question, tmp_path):
+    """After `run.sh --warm` (run once in the image on the question's tests/), a job computes no reference
+    answer: it would store it beside the others, and tests/ is left as it was."""
     path = buggy_example(CHEAP)
-    results = run_pl(grade_root(question, tmp_path, {f"{CHEAP}.py": path.read_text()}))
+    root = grade_root(question, tmp_path, {f"{CHEAP}.py": path.read_text()})
+    env = {**os.environ, "GRADE_ROOT": str(root), "LABCHECK_PYTHON": sys.executable}
+    env.pop("LABCHECK_EXPECTED_CACHE", None)
+    warm = subprocess.run([str(root / "tests" / "run.sh"), "--warm"], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert warm.returncode == 0 and "expected answers of" in warm.stdout, warm.stdout + warm.stderr
+    before = tree_hashes(root / "tests")
+    assert any(name.startswith("labcheck/expected/") for name in before)
+    results = run_pl(root)
+    assert tree_hashes(root / "tests") == before
     assert lost_tests(results["tests"], "points", "max_points") == set(grade.expected_failures(path))
     points = sum(t["points"] for t in results["tests"])
     assert results["score"] == pytest.approx(points / sum(t["max_points"] for t in results["tests"]), abs=1e-6)

@@ -432,8 +432,8 @@ def grade_upload(upload: Path, config: PackageConfig, hide: list[Path], python: 
     problem, fatal = syntax_problem(entry, shown)
     if fatal:
         message = f"{shown} could not be parsed, so nothing of it was graded:\n{problem}"
-        return UploadResult(entry, _failed_everywhere(exercise, message), notes, time.monotonic() - start,
-                            problem=message)
+        return UploadResult(entry, _failed_everywhere(exercise, message), [f"Received {shown}."] + notes[1:],
+                            time.monotonic() - start, problem=message)
     if problem and not parse_errors_grade:
         return UploadResult(entry, _failed_everywhere(exercise, problem), notes, time.monotonic() - start,
                             unparsed_cells=problem)

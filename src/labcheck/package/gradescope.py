@@ -24,7 +24,6 @@ says so without the grader's log (which names tests): that goes to stdout, which
 """
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 import zipfile
@@ -154,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def warm_paths(root: Path) -> tuple[Path, Path]:
-    """(grading files, expected-answer cache) of the autograder folder `root` (run_autograder's defaults)."""
+    """(grading files, expected-answer cache) of the autograder folder `root` (where run_autograder looks first)."""
     home = Path(root) / "source" / CHECKOUT
-    return home, Path(os.environ.get("LABCHECK_EXPECTED_CACHE") or home / "expected")
+    return home, home / "expected"
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ and commit what it writes; without it each job computes the reference's answers 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import traceback
 import uuid
@@ -109,8 +108,8 @@ def results_json(up: UploadResult, config: PackageConfig) -> dict:
     problem = up.problem or (f"Python cannot parse these cells of your notebook:\n{up.unparsed_cells}"
                              if up.unparsed_cells else None)
     if problem:  # invalid, not gradable: no points, no attempt used
-        errors = [problem] + [n for n in up.notes if n != problem]
-        return {"gradable": False, "format_errors": errors, "message": problem.splitlines()[0]}
+        errors = [problem] + [n for n in up.notes if n != problem and not n.startswith(("Graded ", "Received "))]
+        return {"gradable": False, "format_errors": errors, "message": " ".join(problem.splitlines()[:2])}
     tests = []
     for t in up.results.get("tests", []):
         output = clip(t.get("output", ""))
@@ -146,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def warm_paths(root: Path) -> tuple[Path, Path]:
-    """(grading files, expected-answer cache) of the job folder `root` (run.sh's defaults)."""
+    """(grading files, expected-answer cache) of the job folder `root` (where run.sh looks first)."""
     home = Path(root) / "tests" / CHECKOUT
-    return home, Path(os.environ.get("LABCHECK_EXPECTED_CACHE") or home / "expected")
+    return home, home / "expected"
 
 
 if __name__ == "__main__":
