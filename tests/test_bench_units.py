@@ -247,7 +247,7 @@ def test_bench_main_prints_the_grading_row(monkeypatch, capsys, small_split, res
         calls.append((exercise, size))
         return grading.GradingResult(exercise, size, 3, 2, 30.0, 20.0, [])
 
-    def fake_memory(exercise, python):
+    def fake_memory(exercise, python, submission=None):
         calls.append(("memory", exercise))
         peak = memory.Peak(total_mib=600.0, anon_mib=490.0, file_mib=110.0, processes=[{}] * 4, seconds=30.0)
         return grading.MemoryResult(exercise, "python", "2.14.1+cpu", "cpu", peak, 26.0, 26.0, 0)

@@ -211,6 +211,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="the interpreter whose environment the grading-memory row grades with, as a platform's "
                         "image would (e.g. a venv with torch's CPU build) (default: $LABCHECK_BENCH_GRADING_PYTHON "
                         "or this one)")
+    p.add_argument("--grading-submission", default=None, metavar="FILE",
+                   help="the .py the grading-memory row grades, one that scores full marks (default: None, the "
+                        "exercise's examples/correct.py)")
     p.add_argument("--repeats", type=int, default=None, metavar="R",
                    help="measure every case R times, repeat by repeat; a saved run's noise is measured from its "
                         "repeats (default: 3 with --save or --compare, else 1)")

@@ -34,6 +34,7 @@ class Options:
     grading_class: int | None = None  # students in the grading row, 0 skips it (None: its env or default)
     grading_python: str | None = None  # the grading-memory row's interpreter (None: $LABCHECK_BENCH_GRADING_PYTHON
     #                                    or this one): the platform's environment, e.g. a CPU build of torch
+    grading_submission: str | None = None  # what the grading-memory row grades (None: examples/correct.py)
     repeats: int | None = None  # measurements of every case (None: SAVED_REPEATS when saving or comparing, else 1)
     save: str | None = None  # store this run under this name
     compare: str | None = None  # compare with this saved run
@@ -152,7 +153,8 @@ def _measure(opts: Options, old: history.SavedRun | None) -> int:
         if grading.grading_memory_enabled():
             print(f"grading one {exercise} submission through the Gradescope package, its memory sampled "
                   f"(set {grading.MEMORY_ENV}=0 to skip) ...", flush=True)
-            memory_row = grading.measure_package_memory(exercise, opts.grading_python)
+            memory_row = grading.measure_package_memory(exercise, opts.grading_python,
+                                                        submission=opts.grading_submission)
             print(grading.format_memory(memory_row))
             misses += memory_row.misses()
     for miss in misses:

@@ -256,7 +256,7 @@ def measure_package_memory(exercise: str = "sgd", python: str | None = None, wor
     with tempfile.TemporaryDirectory(prefix="labcheck-bench-memory-", dir=workdir) as tmp:
         zip_path = gradescope.build(package.make_config(exercise), Path(tmp) / "autograder.zip")
         root = autograder_folder(zip_path, Path(tmp) / "autograder",
-                                 Path(submission or get(exercise).examples_dir / "correct.py"), exercise)
+                                 Path(submission or get(exercise).examples_dir / "correct.py").resolve(), exercise)
         env["AUTOGRADER_ROOT"] = str(root)
         subprocess.run([python, "-m", "labcheck.package.gradescope", "--warm", "--root", str(root)],
                        env={**env, "LABCHECK_HOME": str(root / "source" / gradescope.CHECKOUT)}, check=True,

@@ -72,6 +72,7 @@ GRADER_RESERVE_MB = 384
 # torch's CUDA build maps about 770 MiB of data at `import torch` (its CPU build 220 MiB): a worker of that
 # environment (a developer's checkout grading a package locally) gets at least this much, and a note says so.
 CUDA_BUILD_WORKER_MB = 2048
+CALL_TIMEOUT_S = 60.0  # wall-clock cap of one call on one whole CPU (labcheck grade's --timeout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,14 +196,16 @@ def graded_test_names(exercise: str) -> list[str]:
 
 
 def make_config(exercise: str, visibility: str = "visible", hidden=(), after_due_date=(), after_published=(),
-                timeout: float = 60.0, memory_mb: int | None = None, total_timeout: float = 540.0,
+                timeout: float | None = None, memory_mb: int | None = None, total_timeout: float = 540.0,
                 min_isolation: str = "hook-only", platform: str = "gradescope",
                 container_memory_mb: int | None = None) -> PackageConfig:
     """Check the options against the contract's graded tests and the platform (ValueError says what is wrong).
 
     Visibility: PrairieLearn refuses every option (PL_VISIBILITY_REFUSED); Gradescope refuses a test that
     would be `hidden` and carries points (it would count in the total score students see). Memory: the
-    worker's limit (default: the container's less GRADER_RESERVE_MB) must leave the grader its share."""
+    worker's limit (default: the container's less GRADER_RESERVE_MB) must leave the grader its share. Time:
+    a call's wall-clock cap (default: CALL_TIMEOUT_S on one whole CPU, longer on the platform's share of one,
+    where the same CPU seconds take longer) caps calls that block; their CPU time is limited on its own."""
     get(exercise)
     if platform not in PLATFORMS:
         raise ValueError(f"platform {platform!r}: expected one of {', '.join(PLATFORMS)}")
@@ -229,6 +232,8 @@ def make_config(exercise: str, visibility: str = "visible", hidden=(), after_due
             "tests which don't contribute points to the total'), so a student would see points that no visible test "
             "accounts for. Use --after-due-date TEST instead (the test is shown after the due date, and Gradescope "
             "shows no total score before then) or --after-published TEST")
+    if timeout is None:
+        timeout = round(CALL_TIMEOUT_S / min(PLATFORMS[platform].cpus, 1.0))
     container = int(container_memory_mb or PLATFORMS[platform].memory_mb)
     worker = int(memory_mb) if memory_mb is not None else worker_memory_mb(container)
     if worker <= 0 or worker + GRADER_RESERVE_MB > container:
@@ -553,7 +558,9 @@ def add_parser(subparsers) -> None:
                        ("after-published", "shown once grades are published")):
         p.add_argument(f"--{flag}", action="append", default=[], metavar="TEST",
                        help=f"Gradescope: this graded test is {what}; repeatable (default: none)")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds per call (default: 60.0)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help=f"wall-clock seconds per call (default: {CALL_TIMEOUT_S:g} over the platform's share of a CPU: "
+                        "Gradescope 120, PrairieLearn 67)")
     p.add_argument("--container-memory-mb", type=int, default=None, metavar="MB",
                    help="the grading container's memory as set on the platform (default: the platform's, "
                         + ", ".join(f"{k} {v.memory_mb}" for k, v in PLATFORMS.items()) + ")")
