@@ -361,7 +361,8 @@ class LabcheckState:
         notes = self.load_notes()
         results = gradescope_results(tests, output="What did not load:\n" + "\n".join(f"- {n}" for n in notes)
                                      if notes else "")
-        results["extra_data"] = {"labcheck": {"isolation": self.isolation(), "load_notes": notes}}
+        results["extra_data"] = {"labcheck": {"isolation": self.isolation(), "load_notes": notes,
+                                              "expected_computed": self.expected.computed}}
         write_json_atomic(path, results)
 
     def isolation(self) -> dict | None:
