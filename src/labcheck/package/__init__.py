@@ -35,7 +35,7 @@ from pathlib import Path
 
 from labcheck import grade, paths, report, sandbox
 from labcheck.exercises import REGISTRY, get
-from labcheck.submission import entry_names, expected_files_message, read_notebook, submission_entry
+from labcheck.submission import entry_names, expected_files_message, submission_entry
 
 CONFIG_NAME = "labcheck-package.json"  # the package's settings, next to the grading files
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")  # Gradescope's values
@@ -154,7 +154,7 @@ def copy_files(files: list[tuple[Path, str]], dest: Path) -> None:
 class UploadResult:
     entry: Path | None  # the file that was graded, None when the upload has none we accept
     results: dict  # labcheck's results (Gradescope-shaped, see labcheck.report), every graded test
-    notes: list[str]  # for the student: which file was graded, what of a notebook did not run
+    notes: list[str]  # for the student: which file was graded (what of a notebook ran: the results' output)
     seconds: float  # wall clock of the whole grading
 
 
@@ -177,21 +177,6 @@ def find_entry(upload: Path, exercise: str) -> tuple[Path | None, list[str]]:
     return entry, notes
 
 
-def notebook_notes(entry: Path) -> list[str]:
-    """What of a notebook does not run at grading time (parsed here; nothing of it executes)."""
-    try:
-        nb = read_notebook(entry.read_text(encoding="utf-8", errors="replace"))
-    except Exception as e:  # the worker reports the same failure as the load error of every test
-        return [f"The notebook could not be read: {type(e).__name__}: {e}"]
-    notes = [f"Notebook (nbformat {nb.nbformat[0]}.{nb.nbformat[1]}): only imports, def, class and constants run "
-             f"at grading time; {len(nb.dropped)} other top-level statement(s) were left out."]
-    for name, where in nb.missing_globals.items():
-        notes.append(f"- {name!r} is used by your functions but only assigned in {where.cell} (`{where.code}`), "
-                     "which does not run: tests that use it fail with a NameError.")
-    notes += [f"- notebook problem: {e}" for e in nb.validation_errors]
-    return notes
-
-
 def grade_upload(upload: Path, config: PackageConfig, hide: list[Path], python: str | None = None) -> UploadResult:
     """Grade the upload folder as `labcheck grade` would; `hide`: paths the student's code may not read."""
     start = time.monotonic()
@@ -201,8 +186,6 @@ def grade_upload(upload: Path, config: PackageConfig, hide: list[Path], python: 
         tests = [{**t, "score": 0.0, "status": "failed", "output": notes[0]}
                  for t in grade.planned_tests(REGISTRY[exercise].contract_tests)]
         return UploadResult(None, report.gradescope_results(tests, output=notes[0]), notes, time.monotonic() - start)
-    if entry.suffix == ".ipynb":
-        notes += notebook_notes(entry)
     with tempfile.TemporaryDirectory(prefix="labcheck-package-") as tmp:
         sub = grade.Submission(entry, exercise, entry.stem, REGISTRY[exercise].contract_tests,
                                deny=tuple(str(Path(h).resolve()) for h in hide))

@@ -66,9 +66,13 @@ def results_json(up: UploadResult, config: PackageConfig) -> dict:
                       "visibility": config.test_visibility.get(report.base_name(t["name"]), config.visibility)})
     score = round(sum(t["score"] for t in tests), 4)
     total = round(sum(t["max_score"] for t in tests), 4)
-    lines = list(up.notes) + [f"Score: {score:g}/{total:g}."]
-    if up.results.get("output"):
-        lines.append(clip(up.results["output"]))
+    failed = report.not_graded(up.results)
+    headline = f"Not graded: {report.NOT_GRADED}."
+    lines = [headline] if failed else []
+    lines += list(up.notes) + ([] if failed else [f"Score: {score:g}/{total:g}."])
+    said = str(up.results.get("output") or "").replace(headline, "").strip()  # (labcheck's own headline: once)
+    if said:
+        lines.append(clip(said))
     results = {"score": score, "execution_time": int(round(up.seconds)), "output": "\n".join(lines),
                "stdout_visibility": "hidden", "tests": tests,
                "extra_data": {"labcheck": {"exercise": config.exercise, "max_score": total,
@@ -78,6 +82,8 @@ def results_json(up: UploadResult, config: PackageConfig) -> dict:
                                            "built_from": config.built_from.get("labcheck_commit")}}}
     if config.visibility != "visible":
         results["visibility"] = config.visibility
+    if failed is not None:  # ours: Gradescope has no "ungradable"; the output says so, the details stay hidden
+        results["extra_data"]["labcheck"]["not_graded"] = failed
     return results
 
 
@@ -93,10 +99,11 @@ def run(root: Path) -> dict:
         # who submitted and when, for the instructor's exports (never shown to the student's code)
         results["extra_data"]["labcheck"]["submission_metadata"] = gradescope_submission(
             root / "submission_metadata.json")
-    except Exception as e:  # still a results.json, so Gradescope shows what went wrong
+    except Exception:  # still a results.json: the student reads that it is ours, the instructor the traceback
         results = {"score": 0.0, "execution_time": 0, "tests": [], "stdout_visibility": "hidden",
-                   "output": f"labcheck could not grade this submission ({type(e).__name__}: {e}); "
-                             "please tell your instructor.\n" + clip(traceback.format_exc(), 3000)}
+                   "output": f"Not graded: {report.NOT_GRADED}.",
+                   "extra_data": {"labcheck": {"not_graded": {"tests": [],
+                                                              "details": [clip(traceback.format_exc(), 6000)]}}}}
     report.write_json_atomic(results_file, results)
     return results
 

@@ -13,7 +13,9 @@ The question folder (PrairieLearn's docs/externalGrading.md and elements/pl-file
 
 Per job PrairieLearn puts the upload in /grade/student/ and expects /grade/results/results.json:
     {"gradable", "score" in [0, 1], "message", "output", "tests": [{"name", "points", "max_points",
-     "message", "output"}]}; an upload without a gradable file is {"gradable": false, "format_errors"}.
+     "message", "output"}]}; an upload without a gradable file is {"gradable": false, "format_errors"}, and
+so is one labcheck failed to grade (report.NOT_GRADED: a file of the package missing, an exception of ours,
+a grader that died): never a 0; the details go to the job's log (stderr), which the instructor reads.
 
     python -m labcheck.package.prairielearn --root /grade    (what run.sh runs)
 """
@@ -90,6 +92,13 @@ def results_json(up: UploadResult, config: PackageConfig) -> dict:
     """PrairieLearn's results.json from labcheck's results of one upload."""
     if up.entry is None:
         return {"gradable": False, "format_errors": list(up.notes), "message": up.notes[0]}
+    failed = report.not_graded(up.results)
+    if failed is not None:  # ours: PrairieLearn keeps the submission ungraded (no score, no attempt used)
+        for detail in failed.get("details") or []:
+            print(f"labcheck: not graded ({', '.join(failed.get('tests') or []) or 'every test'}):\n{detail}",
+                  file=sys.stderr)
+        return {"gradable": False, "format_errors": [f"Not graded: {report.NOT_GRADED}."],
+                "message": f"Not graded: {report.NOT_GRADED}."}
     tests = []
     for t in up.results.get("tests", []):
         output = clip(t.get("output", ""))
@@ -111,10 +120,10 @@ def run(root: Path) -> dict:
         config = PackageConfig.read(root / "tests" / CHECKOUT)
         hide = [root / "tests", root / "results", root / "data", root / "serverFilesCourse", root / "student"]
         results = results_json(grade_upload(root / "student", config, hide), config)
-    except Exception as e:  # PrairieLearn shows an ungradable result instead of a silent failure
-        results = {"gradable": False, "format_errors": [f"labcheck could not grade this submission "
-                                                        f"({type(e).__name__}: {e}); please tell your instructor."],
-                   "output": clip(traceback.format_exc(), 3000)}
+    except Exception:  # ours: ungradable, never a 0; the traceback goes to the job's log, not to the student
+        print(f"labcheck: not graded:\n{traceback.format_exc()}", file=sys.stderr)
+        results = {"gradable": False, "format_errors": [f"Not graded: {report.NOT_GRADED}."],
+                   "message": f"Not graded: {report.NOT_GRADED}."}
     report.write_json_atomic(root / "results" / "results.json", results)
     return results
 
