@@ -195,15 +195,16 @@ def labcheck_failure(exc: BaseException) -> bool:
     """Whether a graded test's exception is labcheck's failure, not a verdict on the submission. Verdicts:
     SubmissionFailure (the submission failed a call, raised, hung, crashed), an AssertionError of the test
     (its asserts, torch.testing, pytest.approx) and pytest.fail/skip/xfail. Anything else raised in the grader
-    process is ours (a probe's bug, a missing file, a fixture that broke), and so is an `assert` failing inside
-    labcheck's own package (its grader code has none by design)."""
+    process is ours (a probe's bug, a missing file, a fixture that broke), and so is a bare `assert` failing
+    inside labcheck's own package (its grader code has none by design; bands.BandError is a verdict)."""
     if isinstance(exc, SubmissionFailure):
         return False
     if isinstance(exc, (pytest.fail.Exception, pytest.skip.Exception, pytest.xfail.Exception)):
         return False
-    if isinstance(exc, AssertionError):
+    if isinstance(exc, AssertionError):  # (bands.BandError, a subclass raised in the package, is a verdict)
         frames = traceback.extract_tb(exc.__traceback__)
-        return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(PACKAGE_DIR)
+        return type(exc) is AssertionError and bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(
+            PACKAGE_DIR)
     return True
 
 
