@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from labcheck import grade, paths, plugin, sandbox
+from labcheck import grade, paths, plugin, report, sandbox
 
 HOSTILE = paths.tests_dir() / "hostile"
 CONTRACT = HOSTILE / "contract_selftest.py"
@@ -276,8 +276,10 @@ def test_a_grader_that_cannot_start_still_writes_a_complete_report(tmp_path):
     opts.extra_pytest_args = ("--labcheck-no-such-option",)
     res = grade.grade_one(subs[0], opts)
     check_complete(res)
-    assert res["score"] == 0 and "grader process" in res["output"]
-    assert all(t["output"].startswith("not graded: the grader process") for t in res["tests"])
+    # labcheck's failure, not the student's: not graded (never a 0), the details kept for the instructor
+    assert report.NOT_GRADED in res["output"] and "grader process" not in res["output"]
+    assert all(t["output"] == f"not graded: {report.NOT_GRADED}" for t in res["tests"])
+    assert "grader process was called wrongly" in report.not_graded(res)["details"][0]
 
 
 RUNNER = """

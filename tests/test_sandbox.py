@@ -130,20 +130,25 @@ def test_a_submission_that_cannot_load_fails_fast_after_the_first_call(tmp_path)
         assert "broken.py" in str(first.value)  # the student's file name, not the worker's private copy
 
 
-def test_notebook_keeps_only_definitions():
+def test_notebook_runs_what_the_student_ran():
     nb = {"cells": [
         {"cell_type": "code", "source": ["import torch\n", "%time x = 1\n", "!pip install foo\n", "N = 3\n"]},
         {"cell_type": "code", "source": "def f(x):\n    return x + N\n\nclass C:\n    pass\n\nprint(f(1))\n"},
         {"cell_type": "code", "source": ["for _ in range(10**9):\n", "    train()\n", "w = torch.randn(3)\n"]},
-        {"cell_type": "code", "source": ["this is not python\n"]},
+        {"cell_type": "code", "source": ["this is ( not python\n"]},
         {"cell_type": "markdown", "source": ["def g(): pass"]},
         {"cell_type": "code", "source": ["SIZES: tuple = (1, 2)\n", "import sys; sys.exit(0)\n"]},
     ]}
-    src = submission.notebook_to_source(json.dumps(nb))
+    read = submission.read_notebook(json.dumps(nb))
+    src = read.source
     namespace = {}
     exec(compile(src, "nb", "exec"), namespace)
     assert namespace["f"](1) == 4 and namespace["SIZES"] == (1, 2) and "C" in namespace
-    assert "train" not in src and "print" not in src and "randn" not in src and "g()" not in src
+    assert namespace["w"].shape == (3,)  # a module-level object runs (cheaply)
+    assert "train" not in src and "print" not in src and "g()" not in src and "exit" not in src
+    assert {d.reason.split(" (")[0].split(":")[0] for d in read.dropped} == {
+        "an IPython magic or shell command", "output only", "a top-level loop", "a syntax error",
+        "it ends the program"}
 
 
 def test_folder_entries(tmp_path):

@@ -56,7 +56,7 @@ from pathlib import Path
 
 from labcheck import grade, paths, report, sandbox
 from labcheck.exercises import REGISTRY, get
-from labcheck.submission import entry_names, expected_files_message, read_notebook, submission_entry
+from labcheck.submission import entry_names, expected_files_message, submission_entry
 
 CONFIG_NAME = "labcheck-package.json"  # the package's settings, next to the grading files
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")  # Gradescope's values
@@ -322,7 +322,7 @@ def copy_files(files: list[tuple[Path, str]], dest: Path) -> None:
 class UploadResult:
     entry: Path | None  # the file that was graded, None when the upload has none we accept
     results: dict  # labcheck's results (Gradescope-shaped, see labcheck.report), every graded test
-    notes: list[str]  # for the student: which file was graded, what of a notebook did not run
+    notes: list[str]  # for the student: which file was graded (what of a notebook ran: the results' output)
     seconds: float  # wall clock of the whole grading
     problem: str | None = None  # why nothing could be graded (no gradable file, a syntax error, nothing loaded),
     #                             naming the student's own file; PrairieLearn: not gradable

@@ -87,10 +87,16 @@ def results_json(up: UploadResult, config: PackageConfig) -> dict:
     total = round(sum(t["max_score"] for t in tests), 4)
     later = {report.base_name(t["name"]) for t in tests if t["visibility"] in NOT_YET_SHOWN}
     labcheck_meta = (up.results.get("extra_data") or {}).get("labcheck") or {}
-    lines = list(up.notes)
+    failed = report.not_graded(up.results)  # ours (labcheck's failure): never a score, and said so first
+    headline = f"Not graded: {report.NOT_GRADED}."
+    lines = ([headline] if failed else []) + list(up.notes)
     if up.problem and up.problem not in lines:
         lines.append(up.problem)
-    if not later:
+    if failed:
+        said = str(up.results.get("output") or "").replace(headline, "").strip()  # (the headline: once)
+        if said:
+            lines.append(clip(said))
+    elif not later:
         lines.append(f"Score: {score:g}/{total:g}.")
         if up.results.get("output") and up.results["output"] != up.problem:
             lines.append(clip(up.results["output"]))
@@ -121,6 +127,8 @@ def results_json(up: UploadResult, config: PackageConfig) -> dict:
                                            "built_from": config.built_from.get("labcheck_commit")}}}
     if config.visibility != "visible":
         results["visibility"] = config.visibility
+    if failed is not None:  # ours: Gradescope has no "ungradable"; the output says so, the details stay hidden
+        results["extra_data"]["labcheck"]["not_graded"] = failed
     return results
 
 
@@ -139,10 +147,11 @@ def run(root: Path) -> dict:
         # who submitted and when, for the instructor's exports (never shown to the student's code)
         results["extra_data"]["labcheck"]["submission_metadata"] = gradescope_submission(
             root / "submission_metadata.json")
-    except Exception as e:  # still a results.json, so Gradescope shows what went wrong
+    except Exception:  # still a results.json: the student reads that it is ours, the instructor the traceback
         results = {"score": 0.0, "execution_time": 0, "tests": [], "stdout_visibility": "hidden",
-                   "output": f"labcheck could not grade this submission ({type(e).__name__}: {e}); "
-                             "please tell your instructor.\n" + clip(traceback.format_exc(), 3000)}
+                   "output": f"Not graded: {report.NOT_GRADED}.",
+                   "extra_data": {"labcheck": {"not_graded": {"tests": [],
+                                                              "details": [clip(traceback.format_exc(), 6000)]}}}}
     report.write_json_atomic(results_file, results)
     return results
 

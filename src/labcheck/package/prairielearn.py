@@ -18,6 +18,8 @@ Per job PrairieLearn puts the upload in /grade/student/ and expects /grade/resul
     {"gradable": false, "format_errors"}: "invalid, not gradable", no points and no attempt used. That is
     an upload without a gradable file, one Python cannot parse (a syntax error in the .py or in a
     notebook's cell) and one whose every test failed to load; the message names the student's file.
+    So is one labcheck failed to grade (report.NOT_GRADED: a file of the package missing, an exception of ours,
+    a grader that died): never a 0; the details go to the job's log (stderr), which the instructor reads.
 
 The expected-answer cache lives in tests/labcheck/expected/ (the image holds no grading files, so it
 cannot be filled when the image is built): run the image once on the question's tests/ folder,
@@ -105,6 +107,13 @@ def results_json(up: UploadResult, config: PackageConfig) -> dict:
     """PrairieLearn's results.json from labcheck's results of one upload."""
     if config.visibility != "visible" or config.test_visibility:  # a hand-edited package: never show them
         raise ValueError(PL_VISIBILITY_REFUSED)
+    failed = report.not_graded(up.results)
+    if failed is not None:  # ours: PrairieLearn keeps the submission ungraded (no score, no attempt used)
+        for detail in failed.get("details") or []:
+            print(f"labcheck: not graded ({', '.join(failed.get('tests') or []) or 'every test'}):\n{detail}",
+                  file=sys.stderr)
+        return {"gradable": False, "format_errors": [f"Not graded: {report.NOT_GRADED}."],
+                "message": f"Not graded: {report.NOT_GRADED}."}
     problem = up.problem or (f"Python cannot parse these cells of your notebook:\n{up.unparsed_cells}"
                              if up.unparsed_cells else None)
     if problem:  # invalid, not gradable: no points, no attempt used
@@ -131,10 +140,10 @@ def run(root: Path) -> dict:
         config = PackageConfig.read(root / "tests" / CHECKOUT)
         hide = [root / "tests", root / "results", root / "data", root / "serverFilesCourse", root / "student"]
         results = results_json(grade_upload(root / "student", config, hide, parse_errors_grade=False), config)
-    except Exception as e:  # PrairieLearn shows an ungradable result instead of a silent failure
-        results = {"gradable": False, "format_errors": [f"labcheck could not grade this submission "
-                                                        f"({type(e).__name__}: {e}); please tell your instructor."],
-                   "output": clip(traceback.format_exc(), 3000)}
+    except Exception:  # ours: ungradable, never a 0; the traceback goes to the job's log, not to the student
+        print(f"labcheck: not graded:\n{traceback.format_exc()}", file=sys.stderr)
+        results = {"gradable": False, "format_errors": [f"Not graded: {report.NOT_GRADED}."],
+                   "message": f"Not graded: {report.NOT_GRADED}."}
     report.write_json_atomic(root / "results" / "results.json", results)
     return results
 
