@@ -35,6 +35,7 @@ at once (labcheck.sandbox).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,7 @@ class LabSession:
         self._reference = None
         self.current_item: pytest.Item | None = None
         self.draws = state.draws.scoped(exercise)
+        self.last_call_seconds: float | None = None  # wall-clock seconds of the last call into the worker
 
     def seed(self, *labels) -> int:
         """A seed drawn from this run's secret (labcheck.secret): the same labels give the same seed within a
@@ -230,7 +232,9 @@ class LabSession:
         inputs = spec.inputs(**kwargs)
         _, cpu_seconds = self._reference_raw(spec, inputs)
         cpu_deadline = max(DEADLINE_FACTOR * cpu_seconds, DEADLINE_FLOOR)
+        start = time.monotonic()
         raw = self.sandbox.call(spec.call, cpu_timeout=cpu_deadline, **inputs)
+        self.last_call_seconds = time.monotonic() - start  # measured here: a bound on any time the call reports
         return spec.result(raw, inputs, spec.arguments(**kwargs))
 
     @property
