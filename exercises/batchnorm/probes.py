@@ -301,10 +301,20 @@ def _trace_result(raw: dict, inputs: dict, kwargs: dict) -> dict:
                                  f"{split} set, expected ({len(ys)}, 10)")
         metrics[f"{split}_loss"] = F.cross_entropy(logits, ys).item()
         metrics[f"{split}_accuracy"] = (logits.argmax(dim=1) == ys).double().mean().item()
+    placement = training_placement(raw["initial_layers"], raw["steps"][0], raw["first_output"]) if raw["steps"] else \
+        "before_relu"
+    order = _chain_order(raw["final_layers"])
+    eval_logits_verified = False  # the reported eval-mode logits are the trained layers' own (recomputed here)
+    if order is not None:
+        linears, norms = _ordered(raw["final_layers"], order)
+        eval_logits_verified = all(
+            torch.allclose(raw["eval_logits"][split].double(), canonical_forward(xs, linears, norms,
+                                                                                 placement=placement)[0],
+                           rtol=1e-4, atol=1e-3)
+            for split, xs in (("train", X.float()), ("test", inputs["X_test"].float())))
     replays, untrained_steps_seen = {}, False
     if all_matched and raw["steps"]:
         targets = [Y[ids] for ids in batch_ids]
-        placement = training_placement(raw["initial_layers"], raw["steps"][0], raw["first_output"])
         for name, mom in (("momentum", inputs["momentum"]), ("plain", 0.0)):
             replayed = replay_sgd(raw["initial_layers"], raw["slots"], raw["steps"], targets, inputs["lr"], mom,
                                   placement, raw.get("threads", 1))
@@ -314,7 +324,7 @@ def _trace_result(raw: dict, inputs: dict, kwargs: dict) -> dict:
     return {"history": raw["history"], "batch_ids": batch_ids,
             "rows_matched": all_matched, "other_calls": raw["other_calls"], "eval_metrics": metrics,
             "initial": raw["initial"], "final": raw["final"], "replays": replays,
-            "untrained_steps_seen": untrained_steps_seen}
+            "untrained_steps_seen": untrained_steps_seen, "eval_logits_verified": eval_logits_verified}
 
 
 def _steps_at_initial_weights(raw: dict, placement: str) -> bool:

@@ -105,15 +105,21 @@ def mlp_forward(impl, hidden_sizes, weights: list, x):
 
 
 @CALLS.call
-def gradient_norms(impl, hidden_sizes, weights: list, x, labels):
-    """get_gradient_norms after one nll_loss backward, with every gradient (in call order) for the grader."""
+def gradient_norms(impl, hidden_sizes, weights: list, x, labels, set_grads: list):
+    """get_gradient_norms after one nll_loss backward through the model; then again with the grader's
+    `set_grads` put as the Linear weights' .grad (in call order, every other gradient cleared), so the norms
+    can be checked on gradients the grader knows, whatever the model's forward pass computes."""
     get_norms = require(impl, "get_gradient_norms", ("model",))
     model, linears = build_model(impl, hidden_sizes, weights)
     model.zero_grad()
     F.nll_loss(model(x), labels).backward()
     norms = _floats(get_norms(model), "get_gradient_norms")
-    return {"norms": norms, "weight_grads": [linear.weight.grad.detach().clone() for linear in linears],
-            "parameter_grads": [p.grad.detach().clone() for p in model.parameters() if p.grad is not None]}
+    parameter_count = sum(1 for p in model.parameters() if p.grad is not None)  # for a hint only
+    model.zero_grad(set_to_none=True)
+    for linear, grad in zip(linears, set_grads):
+        linear.weight.grad = grad.clone()
+    return {"norms": norms, "norms_of_set_grads": _floats(get_norms(model), "get_gradient_norms"),
+            "parameters_with_grads": parameter_count}
 
 
 @CALLS.call

@@ -80,13 +80,14 @@ PROBES.add("mlp_forward", inputs=lambda seed, hidden_sizes, n=16: {
 def _gradient_norms_inputs(seed: int, hidden_sizes, n: int = 32) -> dict:
     gen = _generator(seed + 1)
     x = torch.randn(n, 1, 28, 28, generator=gen)  # (n, 1, 28, 28)
+    set_grads = [0.01 * w.abs().mean() * torch.randn(w.shape, generator=gen) * (j + 1)  # (out, in): distinct scales
+                 for j, w in enumerate(mlp_weights(hidden_sizes, seed))]
     return {"hidden_sizes": list(hidden_sizes), "weights": mlp_weights(hidden_sizes, seed), "x": x,
-            "labels": torch.randint(0, 10, (n,), generator=gen)}
+            "labels": torch.randint(0, 10, (n,), generator=gen), "set_grads": set_grads}
 
 
 PROBES.add("gradient_norms", inputs=_gradient_norms_inputs, result=lambda raw, inputs, kw: {
-    "norms": raw["norms"], "weight_grads": raw["weight_grads"],
-    "parameter_grad_norms": [float(g.norm()) for g in raw["parameter_grads"]]})
+    **raw, "set_grad_norms": [float(torch.linalg.matrix_norm(g.double())) for g in inputs["set_grads"]]})
 PROBES.add("train_epochs", inputs=lambda images, labels, hidden_sizes, seed, batch_size, lr, epochs: {
     "images": images, "labels": labels, "hidden_sizes": list(hidden_sizes),
     "weights": mlp_weights(hidden_sizes, seed), "seed": seed, "batch_size": batch_size, "lr": lr, "epochs": epochs})
