@@ -456,6 +456,7 @@ def grade_one(sub: Submission, opts: Options, zygotes: WorkerZygotes | None = No
         "grader_sha256": grader_fingerprint(sub), "tests": str(sub.tests), "grader_exit_code": code,
         "expected_failures": list(sub.expected_failures) if sub.expected_failures is not None else None,
         "isolation": isolation, "load_notes": load_notes,
+        "inputs": graded_by.get("inputs"),  # which secret the inputs came from (labcheck.secret.secret_id)
     }}
     report.write_json_atomic(results_file, results)
     partial_file.unlink(missing_ok=True)
