@@ -80,6 +80,19 @@ def trained(grading, draws):
     return {k: v.detach().clone() for k, v in params.items()}
 
 
+def banded_seed(lab, label: str, probe: str, keys: tuple[str, str], source: str, **kwargs) -> int:
+    """A seed drawn for this run at which the reference's own (loss, accuracy) lie inside the bands `keys`: a
+    submission that draws as the reference does then passes for sure, one that draws otherwise with the bands'
+    own false-failure probability (as with any fixed seed). The reference's answer is computed anyway (the
+    call's deadline comes from it)."""
+    for attempt in range(5):
+        seed = lab.seed(label, attempt)
+        values = lab.expect(probe, seed=seed, **kwargs)
+        if all(bands.get_band(key, source).contains(value) for key, value in zip(keys, values)):
+            break
+    return seed
+
+
 # ---------------------------------------------------------------------------------------------
 # initialize_nn
 
@@ -184,8 +197,11 @@ def test_initialize_nn_gaussian(lab):
 
 @pytest.mark.graded(points=1)
 def test_initial_loss_and_accuracy(lab, grading):
-    loss, acc = lab.call("init_eval", seed=lab.seed("initial loss"), x=grading["x_test"], y=grading["y_test"])
     source = grading["ds"].source
+    case = dict(x=grading["x_test"], y=grading["y_test"])
+    seed = banded_seed(lab, "initial loss", "init_eval", ("sgd.contract.init_loss", "sgd.contract.init_acc"), source,
+                       **case)
+    loss, acc = lab.call("init_eval", seed=seed, **case)
     try:
         bands.check_band("sgd.contract.init_loss", loss, source)
     except bands.BandError as e:
@@ -437,7 +453,9 @@ def test_train_sgd_learns(lab, grading):
     names = torch.randperm(10, generator=torch.Generator().manual_seed(lab.seed("learns", "class names")))
     learn = {**grading["learn"], "y_train": names[grading["learn"]["y_train"]],
              "y_test": names[grading["learn"]["y_test"]]}
-    loss, acc = lab.call("learns", seed=lab.seed("learns"), **learn)
+    seed = banded_seed(lab, "learns", "learns", ("sgd.contract.learn_loss", "sgd.contract.learn_acc"),
+                       grading["ds"].source, **learn)
+    loss, acc = lab.call("learns", seed=seed, **learn)
     budget = {k: probes.LEARN[k] for k in ("epochs", "lr", "momentum", "batch_size")}
     try:
         bands.check_band("sgd.contract.learn_acc", acc, grading["ds"].source)
