@@ -17,6 +17,11 @@ settings.register_profile(
 settings.register_profile("thorough", max_examples=500, deadline=None, database=None)
 settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "ci" if os.getenv("CI") else "dev"))
 
+# Graded inputs are drawn from a secret per grading run (labcheck.secret); labcheck's own tests fix it, so that
+# every run of the suite grades the same inputs (and reuses the reference's cached answers). A test that needs
+# other inputs passes --labcheck-secret or sets the variable itself (tests/test_replay.py).
+os.environ.setdefault("LABCHECK_SECRET", "labcheck's own tests")
+
 
 def pytest_configure(config):
     """Under pytest-xdist each worker gets its share of the cores for torch, and so do the processes it starts

@@ -9,8 +9,6 @@ parameters and the trained model's eval-mode logits. Batch ids, metrics and SGD 
 """
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn as nn
 
@@ -95,14 +93,37 @@ def _build(impl, model: str, seed: int) -> nn.Module:
 def architecture(impl, model: str, seed: int, x: torch.Tensor, x_stats: torch.Tensor) -> dict:
     """Eval-mode outputs on `x` (whole batch and a few samples alone), with the parameters that made them."""
     net = _build(impl, model, seed)
-    shapes = [list(p.shape) for p in net.parameters()]
     randomize_norms(net, x_stats, seed)
     net.eval()
     with torch.no_grad():
         out = net(x)  # (B, 10)
         alone = torch.cat([net(x[i : i + 1]) for i in range(min(4, len(x)))])  # (4, 10) one sample per call
-    return {"param_shapes": shapes, "layers": describe(net), "out": out, "out_alone": alone,
-            "num_parameters": sum(p.numel() for p in net.parameters())}
+    return {"layers": describe(net), "out": out, "out_alone": alone}
+
+
+@CALLS.call
+def parameter_listing(impl, model: str, seed: int, theta: torch.Tensor, x: torch.Tensor) -> dict:
+    """The grader's flat vector `theta` loaded into the model through its parameter listing
+    (torch.nn.utils.vector_to_parameters over net.parameters(), as an optimizer, a state_dict or a parameter
+    count sees them), then its eval-mode outputs on x, and the layers that result (values). The grader
+    recomputes the outputs from theta cut in the contract's order: a listing in another order, or of other
+    shapes, puts other numbers in the layers."""
+    net = _build(impl, model, seed)
+    total = sum(p.numel() for p in net.parameters())
+    if total != len(theta):
+        return {"out": None, "layers": describe(net), "error": f"{model}() has {total:,} parameters; the contract's "
+                f"{model} has {len(theta):,}"}
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(theta, net.parameters())
+        net.eval()
+        out = net(x)  # (B, 10)
+    return {"out": out, "layers": describe(net), "error": None}
+
+
+@CALLS.call
+def ready(impl) -> None:
+    """Nothing: the worker is started and the submission loaded (so the next call's duration is its own)."""
+    return None
 
 
 @CALLS.call
@@ -158,19 +179,17 @@ def train_trace(impl, model: str, seed: int, X: torch.Tensor, Y: torch.Tensor, X
         if args and isinstance(args[0], torch.Tensor):
             calls.append((module.training, torch.is_grad_enabled(), args[0].detach().clone().cpu()))
 
-    first_output = []
+    step_outputs = []
 
     def record_output(module, args, out):
-        if not first_output and module.training and torch.is_grad_enabled() and isinstance(out, torch.Tensor):
-            first_output.append(out.detach().clone())
+        if module.training and torch.is_grad_enabled() and isinstance(out, torch.Tensor):
+            step_outputs.append(out.detach().clone())
 
     handle = net.register_forward_pre_hook(record)
     out_handle = net.register_forward_hook(record_output)
     torch.manual_seed(seed + 1)
-    start = time.perf_counter()
     history = train(net, X.clone(), Y.clone(), X_test.clone(), Y_test.clone(), n_epochs=n_epochs,
                     batch_size=batch_size, lr=lr, momentum=momentum)
-    wall = time.perf_counter() - start
     handle.remove()
     out_handle.remove()
     if not isinstance(history, dict):
@@ -181,16 +200,17 @@ def train_trace(impl, model: str, seed: int, X: torch.Tensor, Y: torch.Tensor, X
     return {
         "history": {str(k): [_plain(v) for v in vals] if isinstance(vals, (list, tuple)) else _plain(vals)
                     for k, vals in history.items()},
-        "wall_time": wall,
         # the mini-batches: forward passes in train mode with autograd on (one per optimizer step)
         "steps": [x for training, grad, x in calls if training and grad],
         "other_calls": [{"training": training, "grad": grad, "size": len(x)} for training, grad, x in calls
                         if not (training and grad)],
         "eval_logits": logits,
         "initial_layers": initial_layers,
-        "first_output": first_output[0] if first_output else None,  # (B, 10) of the first training step
+        "first_output": step_outputs[0] if step_outputs else None,  # (B, 10) of the first training step
+        "step_outputs": step_outputs,  # (B, 10) of every training step: the grader checks them against the batches
         "initial": initial,
         "slots": _slots(net),
         "threads": torch.get_num_threads(),  # the grader's replay uses as many (float sums depend on it)
         "final": [p.detach().clone() for p in net.parameters()],
+        "final_layers": describe(net),  # with the running statistics: the grader recomputes the eval logits
     }

@@ -207,6 +207,84 @@ def replay_sgd(layers: dict, slots: list, steps: list, targets: list, lr: float,
         return None
 
 
+# ---------------------------------------------------------------------------------------------
+# The parameter listing (what net.parameters() gives, in order), judged by loading a vector through it
+
+
+BLOCKS = {"MLP": 1, "MLP4": 2}  # Linear(512, 512)-BatchNorm1d(512)-ReLU blocks after the first layer
+BN_EPS = 1e-5
+
+
+def contract_listing(model: str) -> list[tuple[str, int, str, tuple]]:
+    """(kind, index, attribute, shape) of each parameter in the order the contract's layers register them:
+    Linear(784, 512), then per block Linear(512, 512) and BatchNorm1d(512), then Linear(512, 10)."""
+    items = [("linear", 0, "weight", (512, 784)), ("linear", 0, "bias", (512,))]
+    for k in range(BLOCKS[model]):
+        items += [("linear", k + 1, "weight", (512, 512)), ("linear", k + 1, "bias", (512,)),
+                  ("norm", k, "weight", (512,)), ("norm", k, "bias", (512,))]
+    last = BLOCKS[model] + 1
+    return items + [("linear", last, "weight", (10, 512)), ("linear", last, "bias", (10,))]
+
+
+def listing_vector(model: str, seed: int) -> torch.Tensor:
+    """A flat parameter vector in the contract's listing: weights N(0, 1/fan_in), biases N(0, 0.1^2), BatchNorm
+    scales U(0.5, 1.5) and shifts N(0, 1) (some negative, so a ReLU before or after the BatchNorm differs)."""
+    g = torch.Generator().manual_seed(int(seed))
+    chunks = []
+    for kind, _, attr, shape in contract_listing(model):
+        if kind == "linear" and attr == "weight":
+            chunks.append(torch.randn(shape, generator=g) / math.sqrt(shape[1]))
+        elif kind == "linear":
+            chunks.append(0.1 * torch.randn(shape, generator=g))
+        elif attr == "weight":
+            chunks.append(torch.empty(shape).uniform_(0.5, 1.5, generator=g))
+        else:
+            chunks.append(torch.randn(shape, generator=g))
+    return torch.cat([c.flatten() for c in chunks])  # (P,)
+
+
+def layers_of_vector(model: str, theta: torch.Tensor) -> tuple[list[dict], list[dict]]:
+    """The contract's layers (canonical_forward's dicts, fresh running statistics) holding theta's pieces."""
+    linears = [{"weight": None, "bias": None} for _ in range(BLOCKS[model] + 2)]
+    norms = [{"weight": None, "bias": None, "running_mean": torch.zeros(512), "running_var": torch.ones(512),
+              "eps": BN_EPS} for _ in range(BLOCKS[model])]
+    start = 0
+    for kind, i, attr, shape in contract_listing(model):
+        n = math.prod(shape)
+        (linears if kind == "linear" else norms)[i][attr] = theta[start : start + n].reshape(shape)
+        start += n
+    return linears, norms
+
+
+def _listing_inputs(model: str, seed: int, x: torch.Tensor) -> dict:
+    return {"model": model, "seed": seed, "theta": listing_vector(model, seed + 1), "x": x}
+
+
+def _listing_result(raw: dict, inputs: dict, kwargs: dict) -> dict:
+    """Whether the outputs are the contract's layers holding theta in the contract's listing (any BatchNorm
+    placement: that is the forward tests' business), and whether they are at least the model's own layers
+    (the right layers listed in another order), all computed here."""
+    out = {**raw, "listed_as_contract": False, "own_layers": False, "shapes": None}
+    if raw["out"] is None:
+        return out
+    got, x = torch.as_tensor(raw["out"]), inputs["x"]
+    linears, norms = layers_of_vector(inputs["model"], inputs["theta"])
+    tol = {"rtol": 1e-4, "atol": 1e-4}
+    for placement in PLACEMENTS:
+        want, _ = canonical_forward(x, linears, norms, placement=placement)
+        if want.shape == got.shape and torch.allclose(got.double(), want, **tol):
+            out["listed_as_contract"] = True
+            break
+    layers = raw["layers"]
+    out["shapes"] = sorted(tuple(m[attr].shape) for group in ("linears", "norms") for m in layers[group]
+                           for attr in ("weight", "bias") if m.get(attr) is not None)
+    out["own_layers"] = any(match_canonical(x, got, layers, placement=p, **tol)[0] for p in PLACEMENTS)
+    return out
+
+
+PROBES.add("parameter_listing", inputs=_listing_inputs, result=_listing_result)
+
+
 def _trace_result(raw: dict, inputs: dict, kwargs: dict) -> dict:
     """Batch ids, eval-mode metrics and SGD replays of one train() trace, computed here."""
     X, Y = inputs["X"], inputs["Y"]
@@ -223,21 +301,49 @@ def _trace_result(raw: dict, inputs: dict, kwargs: dict) -> dict:
                                  f"{split} set, expected ({len(ys)}, 10)")
         metrics[f"{split}_loss"] = F.cross_entropy(logits, ys).item()
         metrics[f"{split}_accuracy"] = (logits.argmax(dim=1) == ys).double().mean().item()
-    replays = {}
+    placement = training_placement(raw["initial_layers"], raw["steps"][0], raw["first_output"]) if raw["steps"] else \
+        "before_relu"
+    order = _chain_order(raw["final_layers"])
+    eval_logits_verified = False  # the reported eval-mode logits are the trained layers' own (recomputed here)
+    if order is not None:
+        linears, norms = _ordered(raw["final_layers"], order)
+        eval_logits_verified = all(
+            torch.allclose(raw["eval_logits"][split].double(), canonical_forward(xs, linears, norms,
+                                                                                 placement=placement)[0],
+                           rtol=1e-4, atol=1e-3)
+            for split, xs in (("train", X.float()), ("test", inputs["X_test"].float())))
+    replays, untrained_steps_seen = {}, False
     if all_matched and raw["steps"]:
         targets = [Y[ids] for ids in batch_ids]
-        placement = training_placement(raw["initial_layers"], raw["steps"][0], raw["first_output"])
         for name, mom in (("momentum", inputs["momentum"]), ("plain", 0.0)):
             replayed = replay_sgd(raw["initial_layers"], raw["slots"], raw["steps"], targets, inputs["lr"], mom,
                                   placement, raw.get("threads", 1))
             if replayed is not None:
                 replays[name] = replayed
-    return {"history": raw["history"], "wall_time": raw["wall_time"], "batch_ids": batch_ids,
+        untrained_steps_seen = _steps_at_initial_weights(raw, placement)
+    return {"history": raw["history"], "batch_ids": batch_ids,
             "rows_matched": all_matched, "other_calls": raw["other_calls"], "eval_metrics": metrics,
-            "initial": raw["initial"], "final": raw["final"], "replays": replays}
+            "initial": raw["initial"], "final": raw["final"], "replays": replays,
+            "untrained_steps_seen": untrained_steps_seen, "eval_logits_verified": eval_logits_verified}
 
 
-PROBES.passthrough("architecture", "train_mode_pass")
+def _steps_at_initial_weights(raw: dict, placement: str) -> bool:
+    """Where train() changed no weight, whether every training step's output is the initial model's on that
+    step's batch: then the batches are the ones the model saw (elsewhere the SGD replays show it)."""
+    if not raw["final"] or any(not torch.equal(a, b) for a, b in zip(raw["final"], raw["initial"])):
+        return False
+    order = _chain_order(raw["initial_layers"])
+    if order is None or len(raw["step_outputs"]) != len(raw["steps"]):
+        return False
+    linears, norms = _ordered(raw["initial_layers"], order)
+    for xb, out in zip(raw["steps"], raw["step_outputs"]):
+        want, _ = canonical_forward(xb, linears, norms, training=True, placement=placement)
+        if want.shape != out.shape or not torch.allclose(out.double(), want, rtol=1e-3, atol=1e-4):
+            return False
+    return True
+
+
+PROBES.passthrough("architecture", "train_mode_pass", "ready")
 PROBES.add("train_trace", result=_trace_result)
 architecture = PROBES["architecture"]  # callable in-process on a trusted module: architecture(ref, "MLP", ...)
 train_mode_pass = PROBES["train_mode_pass"]

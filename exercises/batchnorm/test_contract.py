@@ -1,12 +1,18 @@
 """Graded contract tests for `batchnorm` (BatchNorm MLPs; shared/CONTRACTS.md, seed a4_batchnorm_mlp_mnist.txt).
 
-Everything is judged by behaviour, on small budgets (640 training images, 3 epochs):
+Everything is judged by behaviour, on small budgets (640 training images, 4 or 5 epochs):
   - architecture: parameter shapes in registration order, and eval-mode outputs recomputed from the
     submission's own parameters in the contract's layer order (probes.batchnorm.canonical_forward);
   - BatchNorm modes: batch statistics and running statistics (momentum 0.1) in train mode, running
     statistics (batch-independent outputs) in eval mode;
   - train(): the history it returns, metrics in eval mode, reshuffling every epoch, and SGD with momentum
     (its parameters after training vs SGD replayed on the batches it used, from the same weights).
+
+Every input is drawn from the run's secret (`lab.seed`, `lab.rng`, `draws`: labcheck.secret): the images, the
+probe batches, the models' seeds, the batch size, learning rate and momentum of train(), so answers recorded on
+one run answer nothing on the next. Verdicts come from values the grader checks: the parameter listing by
+loading a vector through net.parameters(), the batches by the SGD replay they must reproduce, the epoch times
+by the call's duration measured here; never from shapes, flags or clocks the worker reports.
 """
 from __future__ import annotations
 
@@ -24,9 +30,15 @@ match_canonical = _probes.match_canonical
 
 pytestmark = pytest.mark.exercise("batchnorm")
 
-TRACE = {"n_epochs": 3, "batch_size": 64, "lr": 0.01, "momentum": 0.9}  # 30 SGD steps
 TRAIN_PER_CLASS, TEST_PER_CLASS = 64, 20  # 640 / 200 images
-SEED = 1234
+
+
+def trace_settings(lab) -> dict:
+    """train()'s budget for this run: 4 or 5 epochs of 640 images, batch size, lr and momentum drawn (32 to 70
+    steps). Epoch times that count from the start of training sum to ~2.5x train()'s duration or more."""
+    rng = lab.rng("train settings")
+    return {"n_epochs": rng.choice([4, 5]), "batch_size": rng.choice([48, 64, 80]),
+            "lr": round(rng.uniform(0.005, 0.02), 4), "momentum": round(rng.uniform(0.8, 0.95), 3)}
 MISTAKES = {
     "after_relu": "BatchNorm is applied after the ReLU (Linear-ReLU-BatchNorm); the exercise asks for "
                   "Linear-BatchNorm-ReLU",
@@ -36,31 +48,35 @@ MISTAKES = {
 
 
 @pytest.fixture(scope="module")
-def mnist() -> dict:
+def mnist(draws) -> dict:
     ds = data.load(data.MNIST)
-    train = data.first_per_class(ds.train, TRAIN_PER_CLASS)
-    test = data.first_per_class(ds.test, TEST_PER_CLASS)
+    train = data.random_per_class(ds.train, TRAIN_PER_CLASS, draws.seed("train images"))
+    test = data.random_per_class(ds.test, TEST_PER_CLASS, draws.seed("test images"))
     X = train.flat_float()  # (640, 784), raw 0..255 as in the seed
+    rng = draws.rng("probe batches")
     return {
         "X": X, "Y": train.labels, "X_test": test.flat_float(), "Y_test": test.labels,
-        "x": X[3::20].clone(),  # (32, 784): a probe batch with every class
-        "x_stats": X[7::10].clone(),  # (64, 784): sets realistic BatchNorm running statistics
+        "x": X[rng.randrange(20)::20].clone(),  # (32, 784): a probe batch with every class
+        "x_stats": X[rng.randrange(10)::10].clone(),  # (64, 784): sets realistic BatchNorm running statistics
     }
 
 
-def _probe_kwargs(mnist: dict, model: str) -> dict:
-    return {"model": model, "seed": SEED, "x": mnist["x"], "x_stats": mnist["x_stats"]}
+def _probe_kwargs(lab, mnist: dict, model: str) -> dict:
+    return {"model": model, "seed": lab.seed("model", model), "x": mnist["x"], "x_stats": mnist["x_stats"]}
 
 
 _TRACES: dict = {}
 
 
 def _trace(lab, mnist: dict) -> dict:
-    """One train() run per submission, shared by the four train tests (a failure is not cached)."""
+    """One train() run per submission, shared by the four train tests (a failure is not cached), and how long the
+    call took as the grader measured it (an upper bound on train()'s own time)."""
     key = str(lab.submission)
     if key not in _TRACES:
-        _TRACES[key] = lab.call("train_trace", model="MLP", seed=SEED, X=mnist["X"], Y=mnist["Y"],
-                                X_test=mnist["X_test"], Y_test=mnist["Y_test"], **TRACE)
+        lab.call("ready")  # the worker is up: the next call's duration is train_trace's own
+        trace = lab.call("train_trace", model="MLP", seed=lab.seed("train"), X=mnist["X"], Y=mnist["Y"],
+                         X_test=mnist["X_test"], Y_test=mnist["Y_test"], **trace_settings(lab))
+        _TRACES[key] = {**trace, "call_seconds": lab.last_call_seconds}
     return _TRACES[key]
 
 
@@ -69,25 +85,29 @@ def _trace(lab, mnist: dict) -> dict:
 
 
 def _check_shapes(lab, mnist, model: str) -> None:
-    got = lab.call("architecture", **_probe_kwargs(mnist, model))
-    want = lab.expect("architecture", **_probe_kwargs(mnist, model))
-    if got["param_shapes"] == want["param_shapes"]:
+    """The parameter listing (net.parameters(), what an optimizer, a state_dict or a parameter count sees) must be
+    the contract's layers in the order forward() applies them: a vector loaded through it must land in those layers."""
+    got = lab.call("parameter_listing", model=model, seed=lab.seed("parameter listing", model), x=mnist["x"])
+    if got["listed_as_contract"]:
         return
-    if model == "MLP4":
-        mlp = lab.expect("architecture", **_probe_kwargs(mnist, "MLP"))
-        if got["param_shapes"] == mlp["param_shapes"]:
-            pytest.fail("MLP4 has exactly MLP's parameters: the extra Linear(512,512)-BatchNorm1d(512)-ReLU "
-                        "block before the output layer is missing")
-    if sorted(got["param_shapes"]) == sorted(want["param_shapes"]):
+    layers = got["layers"]
+    if model == "MLP4" and (len(layers["linears"]), len(layers["norms"])) == (3, 1):
+        pytest.fail("MLP4 has exactly MLP's layers: the extra Linear(512,512)-BatchNorm1d(512)-ReLU block before "
+                    "the output layer is missing")
+    want = lab.expect("parameter_listing", model=model, seed=lab.seed("parameter listing", model), x=mnist["x"])
+    if got["error"] is not None:
+        pytest.fail(f"{got['error']}: define exactly the contract's layers")
+    if got["own_layers"] and got["shapes"] == want["shapes"]:
         lab.partial(0.5, "right layers, but registered in another order than the forward uses them")
-    pytest.fail(f"{model}() parameter shapes in registration order are {got['param_shapes']} "
-                f"({got['num_parameters']:,} parameters); expected {want['param_shapes']} "
-                f"({want['num_parameters']:,}). Define the layers in __init__ in the order forward() applies them.")
+    pytest.fail(f"a parameter vector loaded through {model}().parameters() (torch.nn.utils.vector_to_parameters) does "
+                "not land in Linear(784,512), Linear(512,512), BatchNorm1d(512)" + (", Linear(512,512), BatchNorm1d(512)"
+                if model == "MLP4" else "") + ", Linear(512,10) in that order: define the layers in __init__ in the "
+                "order forward() applies them")
 
 
 def _check_forward(lab, mnist, model: str) -> None:
-    got = lab.call("architecture", **_probe_kwargs(mnist, model))
-    want = lab.expect("architecture", **_probe_kwargs(mnist, model))
+    got = lab.call("architecture", **_probe_kwargs(lab, mnist, model))
+    want = lab.expect("architecture", **_probe_kwargs(lab, mnist, model))
     layers, x = got["layers"], mnist["x"]
     n_lin, n_norm = len(layers["linears"]), len(layers["norms"])
     w_lin, w_norm = len(want["layers"]["linears"]), len(want["layers"]["norms"])
@@ -128,7 +148,7 @@ def test_mlp_forward_eval_mode(lab, mnist):
 
 @pytest.mark.graded(points=2)
 def test_mlp_batchnorm_train_mode(lab, mnist):
-    got = lab.call("train_mode_pass", **_probe_kwargs(mnist, "MLP"))
+    got = lab.call("train_mode_pass", **_probe_kwargs(lab, mnist, "MLP"))
     before, after = got["before"], got["after"]
     if len(before["norms"]) != 1 or len(before["linears"]) != 3:
         pytest.fail(f"MLP has {len(before['linears'])} nn.Linear and {len(before['norms'])} BatchNorm modules; expected 3 and 1")
@@ -180,7 +200,7 @@ def _as_float(value) -> float:
 @pytest.mark.graded(points=1)
 def test_train_history_format(lab, mnist):
     trace = _trace(lab, mnist)
-    history, n = trace["history"], TRACE["n_epochs"]
+    history, n = trace["history"], trace_settings(lab)["n_epochs"]
     missing = [k for k in HISTORY_KEYS if k not in history]
     assert not missing, f"train() result lacks the keys {missing} (has {sorted(history)})"
     for key in HISTORY_KEYS:
@@ -197,15 +217,19 @@ def test_train_history_format(lab, mnist):
         assert all(v >= 0.0 for v in history[key]), f"history[{key!r}] = {history[key]} has negative losses"
     times = history["epoch_time"]
     assert all(t > 0 for t in times), f"epoch_time = {times}: seconds per epoch must be > 0"
-    assert sum(times) <= trace["wall_time"] * 1.01, (
-        f"epoch_time sums to {sum(times):.3f} s but train() ran for {trace['wall_time']:.3f} s: "
-        "record each epoch's own duration, not the time since the start")
+    took = trace["call_seconds"] if trace["call_seconds"] is not None else math.inf
+    assert sum(times) <= took, (
+        f"epoch_time sums to {sum(times):.3f} s but the whole call of train() took {took:.3f} s (measured by the "
+        "grader): record each epoch's own duration, not the time since the start")
 
 
 @pytest.mark.graded(points=2)
 def test_train_metrics_in_eval_mode(lab, mnist):
     trace = _trace(lab, mnist)
     history, recomputed = trace["history"], trace["eval_metrics"]
+    assert trace["eval_logits_verified"], (
+        "the trained model's outputs in eval mode are not what its own layers compute (Linear-ReLU, "
+        "Linear-BatchNorm-ReLU with the running statistics, Linear): its metrics cannot be checked")
     tol = bands.tolerance("batchnorm.metrics")
     for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
         assert key in history and len(history[key]) > 0, f"train() result has no {key!r} list"
@@ -220,7 +244,7 @@ def test_train_metrics_in_eval_mode(lab, mnist):
 @pytest.mark.graded(points=2)
 def test_train_reshuffles_each_epoch(lab, mnist):
     trace = _trace(lab, mnist)
-    n, epochs, bs = len(mnist["X"]), TRACE["n_epochs"], TRACE["batch_size"]
+    n, epochs, bs = len(mnist["X"]), trace_settings(lab)["n_epochs"], trace_settings(lab)["batch_size"]
     if not trace["rows_matched"]:
         pytest.fail("the training batches are not rows of X (scaled or not): train on X as passed")
     ids = trace["batch_ids"]
@@ -241,6 +265,15 @@ def test_train_reshuffles_each_epoch(lab, mnist):
         assert not torch.equal(per_epoch[e], per_epoch[e - 1]), (
             f"epochs {e} and {e + 1} visit the samples in the same order: draw a new permutation every epoch "
             "(inside the epoch loop), not once before it")
+    # The batches are those the model trained on: SGD replayed on them reproduces its parameters (with or without
+    # momentum: that is test_train_sgd_momentum's business), or, where nothing was trained, each step's output is
+    # the initial model's on its batch.
+    final = trace["final"]
+    reproduced = any(len(r) == len(final) and all(a.shape == b.shape and torch.allclose(a, b, **bands.tolerance(
+        "batchnorm.dynamics")) for a, b in zip(final, r)) for r in trace["replays"].values())
+    assert reproduced or trace["untrained_steps_seen"], (
+        "SGD replayed on the training batches seen does not reproduce the trained parameters, so those batches "
+        "cannot be the ones the model trained on (see test_train_sgd_momentum for the optimizer)")
 
 
 @pytest.mark.graded(points=2)
@@ -258,11 +291,12 @@ def test_train_sgd_momentum(lab, mnist):
 
     if matches(replays["momentum"]):
         return
+    settings = trace_settings(lab)
     if matches(replays["plain"]):
         pytest.fail(f"the parameters after train() match plain SGD without momentum: use "
-                    f"torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum) (momentum={TRACE['momentum']})")
+                    f"torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum) (momentum={settings['momentum']})")
     moved = [(a - i).norm() / (b - i).norm().clamp_min(1e-12)
              for a, b, i in zip(final, replays["momentum"], trace["initial"] or final)]
-    pytest.fail(f"the parameters after train() differ from SGD(lr={TRACE['lr']}, momentum={TRACE['momentum']}) with "
+    pytest.fail(f"the parameters after train() differ from SGD(lr={settings['lr']}, momentum={settings['momentum']}) with "
                 f"cross-entropy replayed on the same batches (weights moved {min(moved):.3g}-{max(moved):.3g}x as far "
                 "as expected): check the optimizer, its lr and momentum, and the loss")

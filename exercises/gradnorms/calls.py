@@ -67,25 +67,32 @@ def _image_loader(images, labels, batch_size: int, shuffle_seed: int | None):
 
 
 @CALLS.call
-def mlp_architecture(impl, hidden_sizes, x, input_size: int = 784, output_size: int = 10):
-    """Depth, every Linear's (in, out, has_bias) in registration order, call order and output shape on x."""
+def mlp_architecture(impl, hidden_sizes, weights: list, x, input_size: int = 784, output_size: int = 10):
+    """MNISTClassifierMLP(input_size, hidden_sizes, output_size) with the grader's weights set in the order its
+    forward pass calls its Linear layers, biases (if any) left as they are: its output on x, model.depth and
+    its parameters (values). The grader recomputes the output from the weights; a forward pass that fails, or
+    Linear layers that do not take the weights, come back as the error with the registered Linear sizes."""
     cls = require(impl, "MNISTClassifierMLP", MLP_PARAMS)
     model = cls(input_size, list(hidden_sizes), output_size)
-    registered = [m for m in model.modules() if isinstance(m, nn.Linear)]
     depth = getattr(model, "depth", None)
-    result = {
-        "depth": depth if isinstance(depth, int) else repr(depth),
-        "linears": [[m.in_features, m.out_features, m.bias is not None] for m in registered],
-        "num_parameters": [list(p.shape) for p in model.parameters()],
-        "call_order": None, "output_shape": None, "forward_error": None,
-    }
+    result = {"depth": depth if isinstance(depth, int) else repr(depth), "out": None, "parameters": None,
+              "registered": [[m.in_features, m.out_features] for m in model.modules() if isinstance(m, nn.Linear)],
+              "error": None}
     try:
         with torch.no_grad():
-            called, out = linears_in_call_order(model, x)
-        result["call_order"] = [registered.index(m) for m in called]
-        result["output_shape"] = list(out.shape)
+            linears, _ = linears_in_call_order(model, torch.zeros(2, 1, 28, 28))
+            if len(linears) != len(weights):
+                raise ContractError(f"the forward pass calls {len(linears)} Linear layers; hidden_sizes="
+                                    f"{list(hidden_sizes)} needs {len(weights)}")
+            for j, (linear, w) in enumerate(zip(linears, weights)):
+                if tuple(linear.weight.shape) != tuple(w.shape):
+                    raise ContractError(f"Linear layer {j + 1} (in call order) has weight shape "
+                                        f"{tuple(linear.weight.shape)}; expected {tuple(w.shape)}")
+                linear.weight.copy_(w)
+            result["out"] = model(x)  # (n, 10)
+        result["parameters"] = [p.detach().clone() for p in model.parameters()]
     except Exception as e:  # a wrongly sized layer fails in the forward pass: report it as data
-        result["forward_error"] = f"{type(e).__name__}: {e}"
+        result["error"] = f"{type(e).__name__}: {e}"
     return result
 
 
@@ -98,15 +105,21 @@ def mlp_forward(impl, hidden_sizes, weights: list, x):
 
 
 @CALLS.call
-def gradient_norms(impl, hidden_sizes, weights: list, x, labels):
-    """get_gradient_norms after one nll_loss backward, with every gradient (in call order) for the grader."""
+def gradient_norms(impl, hidden_sizes, weights: list, x, labels, set_grads: list):
+    """get_gradient_norms after one nll_loss backward through the model; then again with the grader's
+    `set_grads` put as the Linear weights' .grad (in call order, every other gradient cleared), so the norms
+    can be checked on gradients the grader knows, whatever the model's forward pass computes."""
     get_norms = require(impl, "get_gradient_norms", ("model",))
     model, linears = build_model(impl, hidden_sizes, weights)
     model.zero_grad()
     F.nll_loss(model(x), labels).backward()
     norms = _floats(get_norms(model), "get_gradient_norms")
-    return {"norms": norms, "weight_grads": [linear.weight.grad.detach().clone() for linear in linears],
-            "parameter_grads": [p.grad.detach().clone() for p in model.parameters() if p.grad is not None]}
+    parameter_count = sum(1 for p in model.parameters() if p.grad is not None)  # for a hint only
+    model.zero_grad(set_to_none=True)
+    for linear, grad in zip(linears, set_grads):
+        linear.weight.grad = grad.clone()
+    return {"norms": norms, "norms_of_set_grads": _floats(get_norms(model), "get_gradient_norms"),
+            "parameters_with_grads": parameter_count}
 
 
 @CALLS.call

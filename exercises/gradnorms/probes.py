@@ -42,9 +42,36 @@ def sensing_problem(seed: int, m: int, d: int, r: int):
 # Part 1
 
 
-PROBES.add("mlp_architecture", inputs=lambda hidden_sizes, input_size=784, output_size=10: {
-    "hidden_sizes": list(hidden_sizes), "input_size": input_size, "output_size": output_size,
-    "x": torch.randn(3, 1, 28, 28, generator=_generator(0))})
+def bias_free_logits(weights: list, x: torch.Tensor) -> torch.Tensor:
+    """The contract's MLP before its LogSoftmax, in float64: Flatten, ReLU(x W_j^T) per hidden layer, x W^T."""
+    h = x.reshape(len(x), -1).double()  # (n, 784)
+    for w in weights[:-1]:
+        h = torch.relu(h @ w.double().T)  # (n, hidden)
+    return h @ weights[-1].double().T  # (n, 10)
+
+
+def double_centered(z: torch.Tensor) -> torch.Tensor:
+    """z less its row and column means: what no per-row or per-column shift changes (a LogSoftmax over either
+    dimension, or none), so the layers can be judged apart from the output's normalisation."""
+    z = z.double()
+    return z - z.mean(dim=1, keepdim=True) - z.mean(dim=0, keepdim=True) + z.mean()
+
+
+def _architecture_inputs(seed: int, hidden_sizes, n: int = 8) -> dict:
+    return {"hidden_sizes": list(hidden_sizes), "weights": mlp_weights(hidden_sizes, seed),
+            "x": torch.randn(n, 1, 28, 28, generator=_generator(seed + 1))}
+
+
+def _architecture_result(raw, inputs, kwargs) -> dict:
+    """The reported output and, computed here from the grader's weights, the bias-free layers' logits (both
+    double-centered, so the output's LogSoftmax is test_mlp_forward's business)."""
+    want = double_centered(bias_free_logits(inputs["weights"], inputs["x"]))
+    got = None if raw["out"] is None else torch.as_tensor(raw["out"])
+    return {**raw, "centered": None if got is None or got.shape != want.shape else double_centered(got),
+            "expected_centered": want}
+
+
+PROBES.add("mlp_architecture", inputs=_architecture_inputs, result=_architecture_result)
 PROBES.add("mlp_forward", inputs=lambda seed, hidden_sizes, n=16: {
     "hidden_sizes": list(hidden_sizes), "weights": mlp_weights(hidden_sizes, seed),
     "x": torch.randn(n, 1, 28, 28, generator=_generator(seed + 1))})
@@ -53,13 +80,14 @@ PROBES.add("mlp_forward", inputs=lambda seed, hidden_sizes, n=16: {
 def _gradient_norms_inputs(seed: int, hidden_sizes, n: int = 32) -> dict:
     gen = _generator(seed + 1)
     x = torch.randn(n, 1, 28, 28, generator=gen)  # (n, 1, 28, 28)
+    set_grads = [0.01 * w.abs().mean() * torch.randn(w.shape, generator=gen) * (j + 1)  # (out, in): distinct scales
+                 for j, w in enumerate(mlp_weights(hidden_sizes, seed))]
     return {"hidden_sizes": list(hidden_sizes), "weights": mlp_weights(hidden_sizes, seed), "x": x,
-            "labels": torch.randint(0, 10, (n,), generator=gen)}
+            "labels": torch.randint(0, 10, (n,), generator=gen), "set_grads": set_grads}
 
 
 PROBES.add("gradient_norms", inputs=_gradient_norms_inputs, result=lambda raw, inputs, kw: {
-    "norms": raw["norms"], "weight_grads": raw["weight_grads"],
-    "parameter_grad_norms": [float(g.norm()) for g in raw["parameter_grads"]]})
+    **raw, "set_grad_norms": [float(torch.linalg.matrix_norm(g.double())) for g in inputs["set_grads"]]})
 PROBES.add("train_epochs", inputs=lambda images, labels, hidden_sizes, seed, batch_size, lr, epochs: {
     "images": images, "labels": labels, "hidden_sizes": list(hidden_sizes),
     "weights": mlp_weights(hidden_sizes, seed), "seed": seed, "batch_size": batch_size, "lr": lr, "epochs": epochs})

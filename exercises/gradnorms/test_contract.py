@@ -6,6 +6,11 @@ training curves 8. Problem 2 has no points in the notebook; weighted by importan
 gradient 5, gradient descent with R = r 5, over-parametrized R = d from small and large init 5.
 Every comparison is against the reference run through the same probe (`lab.expect`), with tolerances from
 exercises/gradnorms/bands.json; the messages name the seed's and other classic mistakes.
+
+Every input is drawn from the run's secret (`lab.seed`, `lab.rng`, `draws`: labcheck.secret): weights, images,
+hidden sizes, batch sizes, learning rates and sensing problems, so answers recorded on one run answer nothing on
+the next. The architecture is judged by what the model computes with the grader's weights, never by the layer
+sizes or flags the worker could report.
 """
 import math
 
@@ -20,8 +25,13 @@ sensing_problem = _probes.sensing_problem
 pytestmark = pytest.mark.exercise("gradnorms")
 
 HIDDEN = [128, 128, 128]  # the exercise's network
-UNEQUAL = [64, 32, 16]  # exposes a last layer sized from hidden_sizes[0]
 TRAIN_N, TEST_N = 1024, 500
+
+
+def unequal_sizes(lab) -> list[int]:
+    """Three decreasing hidden sizes drawn for this run: exposes a last layer sized from hidden_sizes[0]."""
+    rng = lab.rng("unequal hidden sizes")
+    return [rng.randint(48, 96), rng.randint(24, 47), rng.randint(8, 23)]
 
 
 def tol(name: str) -> dict:
@@ -42,12 +52,12 @@ def fmt(values, digits: int = 4) -> str:
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    """Real MNIST, normalised by the train split's scalar mean/std (as the seed): small subsets for the probes."""
+def mnist(draws):
+    """Real MNIST, normalised by the train split's scalar mean/std (as the seed): small subsets drawn for this run."""
     ds = data.load(data.MNIST)
     x_train = ds.train.images.float().div(255.0)  # (N, 28, 28)
     mean, std = x_train.mean(), x_train.std()
-    gen = torch.Generator().manual_seed(7)
+    gen = torch.Generator().manual_seed(draws.seed("images"))
     train_idx = torch.randperm(len(ds.train), generator=gen)[:TRAIN_N]
     test_idx = torch.randperm(len(ds.test), generator=gen)[:TEST_N]
     norm = lambda split, idx: ((split.images[idx].float().div(255.0) - mean) / std).unsqueeze(1)  # noqa: E731
@@ -62,32 +72,36 @@ def mnist():
 @pytest.mark.public
 @pytest.mark.graded(points=2)
 def test_mlp_architecture(lab):
-    got = lab.call("mlp_architecture", hidden_sizes=UNEQUAL)
-    sizes = [784, *UNEQUAL, 10]
-    want = [[a, b, False] for a, b in zip(sizes[:-1], sizes[1:])]
+    sizes = unequal_sizes(lab)
+    got = lab.call("mlp_architecture", seed=lab.seed("mlp architecture"), hidden_sizes=sizes)
     problems = []
-    if got["forward_error"]:
-        last = got["linears"][-1] if got["linears"] else None
+    if got["error"]:
+        last = got["registered"][-1] if got["registered"] else None
         hint = (f" The last Linear is {last[0]} -> {last[1]}: sized from hidden_sizes[0] instead of hidden_sizes[-1]?"
-                if last and last[0] == UNEQUAL[0] and last[0] != UNEQUAL[-1] else "")
-        problems.append(f"forward pass with hidden_sizes={UNEQUAL} fails: {got['forward_error']}.{hint}")
-    layers = got["linears"] if got["call_order"] is None else [got["linears"][i] for i in got["call_order"]]
-    if [[a, b] for a, b, _ in layers] != [[a, b] for a, b, _ in want]:
-        problems.append(f"Linear layers (in, out) {[[a, b] for a, b, _ in layers]}, expected "
-                        f"{[[a, b] for a, b, _ in want]}")
-    if any(has_bias for _, _, has_bias in got["linears"]):
-        problems.append("the Linear layers have biases; the network is bias-free (nn.Linear(..., bias=False))")
-    if got["depth"] != len(UNEQUAL) + 1:
-        problems.append(f"model.depth is {got['depth']}, expected len(hidden_sizes) + 1 = {len(UNEQUAL) + 1}")
-    if got["output_shape"] is not None and got["output_shape"] != [3, 10]:
-        problems.append(f"output shape {got['output_shape']} for 3 inputs, expected [3, 10]")
+                if last and last[0] == sizes[0] and last[0] != sizes[-1] else "")
+        problems.append(f"with hidden_sizes={sizes}, Linear layers {[784, *sizes, 10]} (bias-free, in that order) "
+                        f"cannot take the weights: {got['error']}.{hint}")
+    elif got["centered"] is None:
+        problems.append(f"output shape {tuple(torch.as_tensor(got['out']).shape)} for {len(got['expected_centered'])} "
+                        "inputs, expected (n, 10)")
+    elif not close(got["centered"], got["expected_centered"], "mlp_forward"):
+        extra = [tuple(p.shape) for p in got["parameters"] if p.dim() == 1]
+        hint = (f"the model has parameters {extra} besides the weights: biases; the network is bias-free "
+                "(nn.Linear(..., bias=False))" if extra else
+                "check Flatten, a ReLU after every hidden layer and none after the last")
+        diff = (got["centered"] - got["expected_centered"]).abs().max().item()
+        problems.append(f"with the grader's weights in its Linear layers, the model computes another function of its "
+                        f"input than Linear-ReLU per hidden layer, then Linear (max difference {diff:.3g} up to the "
+                        f"output's normalisation): {hint}")
+    if got["depth"] != len(sizes) + 1:
+        problems.append(f"model.depth is {got['depth']}, expected len(hidden_sizes) + 1 = {len(sizes) + 1}")
     assert not problems, "; ".join(problems)
 
 
 @pytest.mark.public
 @pytest.mark.graded(points=3)
 def test_mlp_forward(lab):
-    for seed in (0, 1):
+    for seed in (lab.seed("mlp forward", 1), lab.seed("mlp forward", 2)):
         got = lab.call("mlp_forward", seed=seed, hidden_sizes=HIDDEN)
         want = lab.expect("mlp_forward", seed=seed, hidden_sizes=HIDDEN)
         assert got.shape == want.shape, f"output shape {tuple(got.shape)}, expected {tuple(want.shape)}"
@@ -111,27 +125,29 @@ def test_mlp_forward(lab):
 
 @pytest.mark.graded(points=5)
 def test_gradient_norms(lab):
-    got = lab.call("gradient_norms", seed=3, hidden_sizes=HIDDEN)
-    want = lab.expect("gradient_norms", seed=3, hidden_sizes=HIDDEN)
+    case = dict(seed=lab.seed("gradient norms"), hidden_sizes=HIDDEN, n=lab.rng("gradient norms").randint(16, 48))
+    got = lab.call("gradient_norms", **case)
+    want = lab.expect("gradient_norms", **case)
     norms, expected = got["norms"], want["norms"]
     if len(norms) == len(expected) and close(norms, expected, "gradient_norms"):
         return
-    own = [float(torch.linalg.matrix_norm(g.double())) for g in got["weight_grads"]]  # the submission's own grads
+    # get_gradient_norms itself, on gradients the grader put in the model's Linear layers: checked, not reported
+    own, true = got["norms_of_set_grads"], got["set_grad_norms"]
     if len(norms) != len(expected):
-        if len(norms) == len(got["parameter_grad_norms"]):
+        if len(norms) == got["parameters_with_grads"] != len(expected):
             hint = "one norm per parameter (weights and biases): take only each Linear layer's weight gradient"
         elif len(norms) == 1:
             hint = "a single norm over all parameters; the exercise asks for one Frobenius norm per layer"
         else:
             hint = f"expected depth = {len(expected)} norms, one per Linear layer"
         pytest.fail(f"get_gradient_norms returned {len(norms)} values {fmt(norms)}: {hint}")
-    if close(norms, own, "gradient_norms"):
-        lab.partial(0.8, "get_gradient_norms computes the right norms of your model's gradients")
+    if len(own) == len(true) and close(own, true, "gradient_norms"):
+        lab.partial(0.8, "get_gradient_norms computes the right norms of the gradients in your model's layers")
         pytest.fail(f"your norms {fmt(norms)} are right for your model, but its gradients differ from the "
                     f"reference's {fmt(expected)} with identical weights: see test_mlp_forward")
-    if close(sorted(norms), sorted(own), "gradient_norms"):
+    if len(own) == len(true) and close(sorted(own), sorted(true), "gradient_norms"):
         hint = "the right norms in the wrong order: list them from the input layer to the output layer"
-    elif close([v * v for v in own], norms, "gradient_norms"):
+    elif len(own) == len(true) and close([v * v for v in true], own, "gradient_norms"):
         hint = "squared norms: take the square root (torch.linalg.norm)"
     else:
         hint = "expected the Frobenius norm of each Linear weight's .grad"
@@ -142,10 +158,10 @@ def test_gradient_norms(lab):
 # Problem 1, Part 3: training and the per-epoch curves (15 points)
 
 
-def _train(lab, mnist, epochs: int, n: int, batch_size: int):
+def _train(lab, mnist, label: str, epochs: int, n: int, batch_size: int):
     x, y = mnist["train"]
-    kwargs = dict(images=x[:n], labels=y[:n], hidden_sizes=HIDDEN, seed=11, batch_size=batch_size, lr=0.01,
-                  epochs=epochs)
+    kwargs = dict(images=x[:n], labels=y[:n], hidden_sizes=HIDDEN, seed=lab.seed(label), batch_size=batch_size,
+                  lr=round(lab.rng(label).uniform(0.005, 0.02), 4), epochs=epochs)
     return lab.call("train_epochs", **kwargs), lab.expect("train_epochs", **kwargs)
 
 
@@ -173,7 +189,7 @@ def _diagnose_training(got, want) -> str:
 
 @pytest.mark.graded(points=4)
 def test_train_one_epoch(lab, mnist):
-    got, want = _train(lab, mnist, epochs=1, n=512, batch_size=64)
+    got, want = _train(lab, mnist, "train_one_epoch", epochs=1, n=512, batch_size=64)
     ok = (close(got["losses"], want["losses"], "train_epochs") and close(got["norms"], want["norms"], "train_epochs")
           and all(close(g, w, "train_epochs") for g, w in zip(got["weights"], want["weights"])))
     assert ok, f"one epoch of train_one_epoch differs from the reference: {_diagnose_training(got, want)}"
@@ -183,7 +199,9 @@ def test_train_one_epoch(lab, mnist):
 def test_test_one_epoch(lab, mnist):
     x, y = mnist["test"]
     problems = []
-    for seed, scale, batch_size in ((5, 3.0, 100), (6, 1.0, 50)):  # two answers, so no constant passes
+    batch_sizes = lab.rng("test_one_epoch").sample([50, 100, 125, 250], 2)  # equal batches: TEST_N = 500
+    cases = ((lab.seed("test_one_epoch", 1), 3.0, batch_sizes[0]), (lab.seed("test_one_epoch", 2), 1.0, batch_sizes[1]))
+    for seed, scale, batch_size in cases:  # two answers, so no constant passes
         kwargs = dict(images=x, labels=y, hidden_sizes=HIDDEN, seed=seed, batch_size=batch_size, weight_scale=scale)
         got, want = lab.call("test_epoch", **kwargs), lab.expect("test_epoch", **kwargs)
         if got["correct"] != want["correct"]:
@@ -204,7 +222,7 @@ def test_test_one_epoch(lab, mnist):
 @pytest.mark.graded(points=8)
 def test_training_curves(lab, mnist):
     """The numbers Part 3 plots: per-epoch mean loss and per-layer mean gradient norms, 5 epochs at batch 128."""
-    got, want = _train(lab, mnist, epochs=5, n=TRAIN_N, batch_size=128)
+    got, want = _train(lab, mnist, "training curves", epochs=5, n=TRAIN_N, batch_size=128)
     epochs_ok = [close(gl, wl, "train_epochs") and close(gn, wn, "train_epochs")
                  for gl, wl, gn, wn in zip(got["losses"], want["losses"], got["norms"], want["norms"])]
     if all(epochs_ok) and len(epochs_ok) == len(want["losses"]):
@@ -222,13 +240,14 @@ def test_training_curves(lab, mnist):
 @pytest.mark.public
 @pytest.mark.graded(points=3)
 def test_sensing_measurements(lab):
-    m, d = 40, 6
-    got = lab.call("sensing_measurements", seed=0, m=m, d=d)
-    want = lab.expect("sensing_measurements", seed=0, m=m, d=d)
+    rng, seed = lab.rng("sensing_measurements"), lab.seed("sensing_measurements")
+    m, d = rng.randint(30, 60), rng.randint(5, 9)
+    got = lab.call("sensing_measurements", seed=seed, m=m, d=d)
+    want = lab.expect("sensing_measurements", seed=seed, m=m, d=d)
     assert tuple(got.shape) == (m,), f"sensing_measurements returned shape {tuple(got.shape)}, expected ({m},)"
     if close(got, want, "sensing_measurements"):
         return
-    gen = torch.Generator().manual_seed(0)  # the probe's A and X, rebuilt here to name the mistake
+    gen = torch.Generator().manual_seed(seed)  # the probe's A and X, rebuilt here to name the mistake
     A, X = torch.randn(m, d, d, generator=gen).double(), torch.randn(d, d, generator=gen).double()
     if close(got, torch.einsum("mij,ji->m", A, X), "sensing_measurements"):
         hint = "you computed trace(A_i X) = <A_i, X^T>; the inner product is trace(A_i^T X) = sum(A_i * X)"
@@ -243,7 +262,10 @@ def test_sensing_measurements(lab):
 @pytest.mark.public
 @pytest.mark.graded(points=2)
 def test_sensing_loss(lab):
-    for kwargs in (dict(seed=1, m=60, d=8, r=2, R=3), dict(seed=11, m=35, d=6, r=1, R=2)):  # no constant passes
+    rng = lab.rng("sensing_loss")
+    cases = (dict(seed=lab.seed("sensing_loss", 1), m=rng.randint(50, 70), d=rng.randint(7, 9), r=2, R=3),
+             dict(seed=lab.seed("sensing_loss", 2), m=rng.randint(30, 40), d=rng.randint(5, 7), r=1, R=2))
+    for kwargs in cases:  # two answers, so no constant passes
         got, want = lab.call("sensing_loss", **kwargs), lab.expect("sensing_loss", **kwargs)
         assert got.numel() == 1, f"sensing_loss returned shape {tuple(got.shape)}, expected a 0-dim tensor"
         if close(got.reshape(()), want, "sensing_loss"):
@@ -259,18 +281,20 @@ def test_sensing_loss(lab):
 
 @pytest.mark.graded(points=5)
 def test_sensing_grad(lab):
-    kwargs = dict(seed=2, m=60, d=8, r=2, R=3)
+    rng = lab.rng("sensing_grad")
+    kwargs = dict(seed=lab.seed("sensing_grad"), m=rng.randint(50, 70), d=rng.randint(6, 10), r=2, R=3)
     got, want = lab.call("sensing_grad", **kwargs), lab.expect("sensing_grad", **kwargs)
     assert tuple(got.shape) == tuple(want.shape), f"sensing_grad shape {tuple(got.shape)}, expected like U {tuple(want.shape)}"
     if close(got, want, "sensing_grad"):
         return
     # Rebuild the probe's problem to name the mistake (same seeded generator).
-    A, _, y, gen = sensing_problem(2, 60, 8, 2)
-    U = torch.randn(8, 3, generator=gen) / math.sqrt(8)
+    m, d = kwargs["m"], kwargs["d"]
+    A, _, y, gen = sensing_problem(kwargs["seed"], m, d, kwargs["r"])
+    U = torch.randn(d, kwargs["R"], generator=gen) / math.sqrt(d)
     A, U, y = A.double(), U.double(), y.double()
     r = torch.einsum("mij,ij->m", A, U @ U.T) - y
     G = torch.einsum("m,mij->ij", r, A)
-    if close(got, (4 / 60) * G @ U, "sensing_grad") or close(got, (4 / 60) * G.T @ U, "sensing_grad"):
+    if close(got, (4 / m) * G @ U, "sensing_grad") or close(got, (4 / m) * G.T @ U, "sensing_grad"):
         hint = "missing the symmetrization: the gradient is (2/m) sum_i r_i (A_i + A_i^T) U, and A_i is not symmetric"
     elif close(got, 2 * want, "sensing_grad") or close(2 * got, want, "sensing_grad"):
         hint = "off by a factor of 2"
@@ -306,7 +330,8 @@ def _check_descent(lab, kwargs, label: str) -> list[str]:
 @pytest.mark.graded(points=5)
 def test_gradient_descent_rank_r(lab):
     """Problem 2b: R = r from a U_0 of U*'s scale converges to X*."""
-    kwargs = dict(seed=4, m=200, d=10, r=2, R=2, alpha=1 / math.sqrt(10), lr_scale=0.1, steps=150)
+    kwargs = dict(seed=lab.seed("gradient descent rank r"), m=lab.rng("gradient descent rank r").randint(180, 220),
+                  d=10, r=2, R=2, alpha=1 / math.sqrt(10), lr_scale=0.1, steps=150)
     problems = _check_descent(lab, kwargs, "R = r")
     assert not problems, "; ".join(problems)
 
@@ -315,8 +340,9 @@ def test_gradient_descent_rank_r(lab):
 def test_overparametrized_implicit_regularization(lab):
     """Problem 2d/2e: R = d from alpha W; small alpha ends near X* with low effective rank, large alpha not."""
     problems, passed = [], 0
+    seed = lab.seed("overparametrized")
     for alpha in (1e-4, 1e-1):
-        kwargs = dict(seed=5, m=160, d=16, r=1, R=16, alpha=alpha, lr_scale=0.1, steps=250)
+        kwargs = dict(seed=seed, m=160, d=16, r=1, R=16, alpha=alpha, lr_scale=0.1, steps=250)
         found = _check_descent(lab, kwargs, f"R = d, alpha = {alpha:g}")
         problems += found
         passed += not found

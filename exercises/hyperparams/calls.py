@@ -16,26 +16,27 @@ CALLS = Registry()
 FIT_KEYS = ("train loss", "train accuracy", "validation loss", "validation accuracy", "train steps", "time", "epochs")
 
 
-def _describe(module: nn.Module) -> list:
-    """[type, in, out] per Linear, [type, num_features] per BatchNorm, [type] otherwise."""
-    if isinstance(module, nn.Linear):
-        return ["Linear", module.in_features, module.out_features]
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return [type(module).__name__, module.num_features]
-    return [type(module).__name__]
-
-
 @CALLS.call
-def describe_net(impl, builder: str, width: int | None, x: torch.Tensor, seed: int = 0) -> dict:
-    """The layers of build_net(width) / build_net_bn(width) and its eval-mode output on x (N, 784)."""
+def net_function(impl, builder: str, width: int | None, x: torch.Tensor, seed: int = 0) -> dict:
+    """build_net(width) / build_net_bn(width), torch seeded with `seed`, and what it computes on x (N, 784): its
+    parameters in net.parameters() order (values), its output in eval mode, then in train mode (batch statistics
+    where it has BatchNorm), and net[0](x), its first layer as the course's code reaches it (net[0].weight). The
+    grader recomputes each output from the parameters; the type's name is for feedback only."""
     fn = require(impl, builder)
     torch.manual_seed(seed)
     net = fn() if width is None else fn(width)
-    layers = [_describe(m) for m in net] if isinstance(net, nn.Sequential) else [_describe(net)]
-    net.eval()
+    parameters = [p.detach().clone() for p in net.parameters()]
     with torch.no_grad():
-        out = net(x)  # (N, 10)
-    return {"class": type(net).__name__, "layers": layers, "logits": out.detach().float()}
+        net.eval()
+        out_eval = torch.as_tensor(net(x)).detach().float()  # (N, 10)
+        try:
+            first = torch.as_tensor(net[0](x)).detach().float()  # (N, width)
+        except Exception as e:  # not indexable, or not a layer: reported as data
+            first = f"{type(e).__name__}: {str(e)[:200]}"
+        net.train()
+        out_train = torch.as_tensor(net(x)).detach().float()  # (N, 10)
+    return {"parameters": parameters, "eval": out_eval, "train": out_train, "first_layer": first,
+            "type": type(net).__name__}
 
 
 def _build(spec: list) -> nn.Sequential:

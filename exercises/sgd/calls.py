@@ -47,31 +47,33 @@ def _pair(result, what: str) -> tuple[float, float]:
     return _as_float(result[0], f"{what}'s mean_loss"), _as_float(result[1], f"{what}'s accuracy")
 
 
-def _grad_sizes(params) -> list:
-    """Largest |grad| per parameter, or None where .grad is None (a measurement, not a verdict)."""
-    return [None if p.grad is None else float(p.grad.detach().abs().max()) for p in params]
-
-
 def _tensors(param_dict) -> dict:
-    return {str(k): v.detach().cpu().float().clone() for k, v in param_dict.items() if isinstance(v, torch.Tensor)}
+    """The dict's tensors as they are (dtype kept: the grader checks it on the values)."""
+    return {str(k): v.detach().cpu().clone() for k, v in param_dict.items() if isinstance(v, torch.Tensor)}
 
 
 @CALLS.call
-def init_params(impl, param_dict: dict, seed: int):
-    """initialize_nn on the grader's seed-style dict, after seeding every RNG with `seed`."""
+def init_params(impl, param_dict: dict, seed: int, x, y, lr: float):
+    """initialize_nn on the grader's seed-style dict after seeding every RNG with `seed`, its return value
+    ignored (the course's cells ignore it), then one training step on the dict's tensors as the course's loop
+    takes it: cross-entropy of plain_forward on (x, y), backward, p -= lr * p.grad for every leaf tensor that
+    received a gradient. The dict's tensors before and after the step (the grader replays the step)."""
     initialize_nn = require(impl, "initialize_nn", ("param_dict",))
     param_dict = dict(param_dict)
     repro.seed_everything(seed)
-    returned = initialize_nn(param_dict)
-    meta = {}
-    for key, value in param_dict.items():
-        if isinstance(value, torch.Tensor):
-            meta[str(key)] = {"shape": list(value.shape), "dtype": str(value.dtype), "device": str(value.device),
-                              "requires_grad": bool(value.requires_grad), "is_leaf": bool(value.is_leaf)}
-        else:
-            meta[str(key)] = {"type": type(value).__name__}
-    return {"returned_same_dict": returned is param_dict, "returned_type": type(returned).__name__,
-            "tensors": _tensors(param_dict), "meta": meta}
+    initialize_nn(param_dict)
+    before, after, step_error = _tensors(param_dict), None, None
+    try:
+        params = {k: param_dict[k] for k in KEYS}
+        F.cross_entropy(plain_forward(x, params), y).backward()
+        with torch.no_grad():
+            for p in params.values():
+                if p.is_leaf and p.grad is not None:  # what a .grad-driven step sees (a non-leaf has none)
+                    p -= lr * p.grad
+        after = _tensors(param_dict)
+    except Exception as e:  # no tensor requires grad, a wrong dtype or shape: the step cannot run
+        step_error = f"{type(e).__name__}: {str(e)[:300]}"
+    return {"tensors": before, "after_step": after, "step_error": step_error}
 
 
 @CALLS.call
@@ -105,13 +107,31 @@ def sgd_steps(impl, params: dict, x, y, lrs: list):
     sgd_step = require(impl, "sgd_step", ("params", "lr"))
     params = leaf_params(params)
     plist = [params[k] for k in KEYS]
-    trajectory, grads_after = [], []
+    trajectory = []
     for lr in lrs:
         F.cross_entropy(plain_forward(x, params), y).backward()
         sgd_step(plist, lr)
         trajectory.append([p.detach().clone() for p in plist])
-        grads_after.append(_grad_sizes(plist))
-    return {"params": trajectory, "grads_after": grads_after}
+    return {"params": trajectory}
+
+
+@CALLS.call
+def sgd_then_step(impl, params: dict, x, y, lr: float, next_lr: float):
+    """backward + sgd_step(the 6 tensors, lr), then the next round as a loop written against the contract
+    takes it, with no zeroing of its own: backward, p -= next_lr * p.grad wherever p has a gradient. The
+    parameters after each (the grader replays the second round from the first's parameters)."""
+    sgd_step = require(impl, "sgd_step", ("params", "lr"))
+    params = leaf_params(params)
+    plist = [params[k] for k in KEYS]
+    F.cross_entropy(plain_forward(x, params), y).backward()
+    sgd_step(plist, lr)
+    first = [p.detach().clone() for p in plist]
+    F.cross_entropy(plain_forward(x, params), y).backward()
+    with torch.no_grad():
+        for p in plist:
+            if p.grad is not None:
+                p -= next_lr * p.grad
+    return {"params": [first, [p.detach().clone() for p in plist]]}
 
 
 @CALLS.call
@@ -121,14 +141,13 @@ def momentum_steps(impl, params: dict, x, y, lrs: list, mu: float):
     params = leaf_params(params)
     plist = [params[k] for k in KEYS]
     velocities = [torch.zeros_like(p) for p in plist]
-    trajectory, vel, grads_after = [], [], []
+    trajectory, vel = [], []
     for lr in lrs:
         F.cross_entropy(plain_forward(x, params), y).backward()
         step(plist, velocities, lr, mu)
         trajectory.append([p.detach().clone() for p in plist])
         vel.append([torch.as_tensor(v).detach().clone() for v in velocities])
-        grads_after.append(_grad_sizes(plist))
-    return {"params": trajectory, "velocities": vel, "grads_after": grads_after}
+    return {"params": trajectory, "velocities": vel}
 
 
 @CALLS.call

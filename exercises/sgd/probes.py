@@ -91,7 +91,30 @@ def _plain(params: dict) -> dict:
 # Probes: inputs built here, calls in exercises/sgd/calls.py, metrics computed here
 
 
-PROBES.add("init_params", inputs=lambda seed: {"param_dict": _prefilled_dict(seed), "seed": seed})
+def _init_inputs(seed: int, lr: float, batch: int = 32) -> dict:
+    """The seed-style prefilled dict for initialize_nn, and the batch and lr of the step the call takes after it."""
+    x, y = random_batch(seed + 1, batch)  # (B, 784), (B,)
+    return {"param_dict": _prefilled_dict(seed), "seed": seed, "x": x, "y": y, "lr": lr}
+
+
+def trusted_grads(params: dict, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Gradients of the mean cross-entropy of trusted_forward at these parameter values (float32 leaves)."""
+    leaves = {k: torch.as_tensor(params[k]).detach().clone().float().requires_grad_() for k in KEYS}
+    grads = torch.autograd.grad(F.cross_entropy(trusted_forward(x, leaves), y), [leaves[k] for k in KEYS])
+    return dict(zip(KEYS, grads))
+
+
+def _init_result(raw, inputs, kwargs) -> dict:
+    """The dict after initialize_nn, after the call's training step, and (computed here) where that step takes
+    parameters that all require grad: p - lr * grad, replayed from the dict's own values."""
+    tensors, expected = raw["tensors"], None
+    if all(k in tensors and tuple(tensors[k].shape) == SHAPES[k] and tensors[k].is_floating_point() for k in KEYS):
+        grads = trusted_grads(tensors, inputs["x"], inputs["y"])
+        expected = {k: tensors[k].float() - inputs["lr"] * grads[k] for k in KEYS}
+    return {**raw, "expected_after_step": expected, "prefilled": inputs["param_dict"]}
+
+
+PROBES.add("init_params", inputs=_init_inputs, result=_init_result)
 
 
 def _forward_inputs(seed: int, batch: int) -> dict:
@@ -106,11 +129,58 @@ PROBES.add("forward", inputs=_forward_inputs, result=lambda raw, inputs, kw: {**
 
 def _steps_inputs(seed: int, lrs: list, batch: int = 64, **extra) -> dict:
     x, y = random_batch(seed, batch)
-    return {"params": _plain(trusted_params(seed)), "x": x, "y": y, "lrs": list(lrs), **extra}
+    steps = {"lrs": list(lrs)} if lrs else {}
+    return {"params": _plain(trusted_params(seed)), "x": x, "y": y, **steps, **extra}
+
+
+def replay_momentum(params: dict, x, y, lrs: list, mu: float, zero_grads: bool = True, lr_inside: bool = False):
+    """(parameters, velocities) after each step of momentum SGD from `params` on one batch, in the grader:
+    the contract's rule (v = mu v + g, p -= lr v), or a classic mistake to name in feedback (gradients never
+    zeroed, so g adds up; lr inside the velocity, v = mu v + lr g, p -= v). mu = 0 is plain SGD."""
+    current = {k: torch.as_tensor(params[k]).detach().clone().float() for k in KEYS}
+    velocity = {k: torch.zeros_like(v) for k, v in current.items()}
+    total = {k: torch.zeros_like(v) for k, v in current.items()}
+    trajectory, velocities = [], []
+    for lr in lrs:
+        grads = trusted_grads(current, x, y)
+        for k in KEYS:
+            total[k] = total[k] + grads[k]
+            g = grads[k] if zero_grads else total[k]
+            velocity[k] = mu * velocity[k] + (lr * g if lr_inside else g)
+            current[k] = current[k] - (velocity[k] if lr_inside else lr * velocity[k])
+        trajectory.append([current[k].clone() for k in KEYS])
+        velocities.append([velocity[k].clone() for k in KEYS])
+    return trajectory, velocities
 
 
 PROBES.add("sgd_steps", inputs=lambda seed, lrs, batch=64: _steps_inputs(seed, lrs, batch))
-PROBES.add("momentum_steps", inputs=lambda seed, lrs, mu, batch=64: _steps_inputs(seed, lrs, batch, mu=mu))
+
+
+def _then_step_result(raw, inputs, kwargs) -> dict:
+    """Where the second round takes the first's parameters if the gradients were zeroed (p - next_lr * g(p)),
+    and where if they were not (p - next_lr * (g(p0) + g(p))), replayed here from the reported values."""
+    first = dict(zip(KEYS, raw["params"][0]))
+    x, y, lr = inputs["x"], inputs["y"], inputs["next_lr"]
+    fresh, stale = trusted_grads(first, x, y), trusted_grads(inputs["params"], x, y)
+    return {"params": raw["params"],
+            "zeroed": [first[k].float() - lr * fresh[k] for k in KEYS],
+            "accumulated": [first[k].float() - lr * (stale[k] + fresh[k]) for k in KEYS]}
+
+
+PROBES.add("sgd_then_step", inputs=lambda seed, lr, next_lr, batch=64: _steps_inputs(seed, [], batch, lr=lr,
+                                                                                     next_lr=next_lr),
+           result=_then_step_result)
+
+
+def _momentum_result(raw, inputs, kwargs) -> dict:
+    """The reported trajectory and velocities, and two classic mistakes replayed here to name one in feedback."""
+    args = (inputs["params"], inputs["x"], inputs["y"], inputs["lrs"], inputs["mu"])
+    return {**raw, "mistakes": {"gradients never zeroed": replay_momentum(*args, zero_grads=False),
+                                "lr inside the velocity": replay_momentum(*args, lr_inside=True)}}
+
+
+PROBES.add("momentum_steps", inputs=lambda seed, lrs, mu, batch=64: _steps_inputs(seed, lrs, batch, mu=mu),
+           result=_momentum_result)
 PROBES.passthrough("evaluate_loader", "train")
 
 

@@ -33,24 +33,32 @@ def objective(impl, X, y, ws: list, bs: list, reg_params: list):
 @CALLS.call
 def accuracy(impl, X, y, ws: list, bs: list):
     value = require(impl, "compute_accuracy", ("ws", "bs", "X", "y"))(ws, bs, X, y)
-    return {"value": float(value), "type": type(value).__name__}
+    return {"value": float(value)}
 
 
 @CALLS.call
-def sgd_pass(impl, X, y, ws: list, bs: list, seed: int, reg_param: float, learning_rate: float):
-    """One sgd_one_pass from numpy's global RNG seeded with `seed`: what it returned, the caller's tensors."""
+def sgd_pass(impl, X, y, ws: list, bs: list, seeds: list, reg_param: float, learning_rate: float):
+    """sgd_one_pass once per seed on the same caller's ws and bs (numpy's global RNG seeded before each), its
+    return value set aside between passes, as a loop written against the contract ("updates in place") runs
+    it: after each pass, the caller's tensors, what the call returned, and where it left numpy's stream. An
+    update that is not in place shows in the values: the caller's tensors stay put, and the next pass starts
+    from the old ones."""
     sgd_one_pass = require(impl, "sgd_one_pass", ("ws", "bs", "X", "y", "reg_param", "learning_rate"))
     ws = [w.clone().requires_grad_() for w in ws]
     bs = [b.clone().requires_grad_() for b in bs]
-    np.random.seed(seed)
-    result = sgd_one_pass(ws, bs, X, y, reg_param, learning_rate)
-    after_rng = float(np.random.random())  # where the student left numpy's global stream
-    try:
-        new_ws, new_bs = result
-        returned = [torch.as_tensor(p).detach().clone().float() for p in (*new_ws, *new_bs)]
-    except (TypeError, ValueError):
-        returned = None
-    return {"returned": returned, "inputs": [p.detach().clone() for p in (*ws, *bs)], "next_random": after_rng}
+    passes = []
+    for seed in seeds:
+        np.random.seed(seed)
+        result = sgd_one_pass(ws, bs, X, y, reg_param, learning_rate)
+        after_rng = float(np.random.random())  # where the student left numpy's global stream
+        try:
+            new_ws, new_bs = result
+            returned = [torch.as_tensor(p).detach().clone().float() for p in (*new_ws, *new_bs)]
+        except (TypeError, ValueError):
+            returned = None
+        passes.append({"caller": [p.detach().clone() for p in (*ws, *bs)], "returned": returned,
+                       "next_random": after_rng})
+    return {"passes": passes}
 
 
 @CALLS.call

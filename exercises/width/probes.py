@@ -86,15 +86,22 @@ def _accuracy_result(raw, inputs, kwargs) -> dict:
 PROBES.add("accuracy", inputs=_accuracy_inputs, result=_accuracy_result)
 
 
-def _sgd_pass_inputs(seed: int, n: int, d: int, width: int, reg_param: float, learning_rate: float) -> dict:
-    return {**_problem(seed, n, d, width), "seed": seed, "reg_param": reg_param, "learning_rate": learning_rate}
+def _sgd_pass_inputs(seed: int, n: int, d: int, width: int, reg_param: float, learning_rate: float,
+                     seeds: list) -> dict:
+    return {**_problem(seed, n, d, width), "seeds": list(seeds), "reg_param": reg_param,
+            "learning_rate": learning_rate}
 
 
 def _sgd_pass_result(raw, inputs, kwargs) -> dict:
+    """Per pass, whether the caller's tensors changed from what they held before it (computed here)."""
     before = [*inputs["ws"], *inputs["bs"]]
-    changed = [not (torch.is_tensor(a) and a.shape == b.shape and torch.equal(a, b))
-               for a, b in zip(raw["inputs"], before)]
-    return {**raw, "inputs_changed": changed}
+    passes = []
+    for entry in raw["passes"]:
+        changed = [not (torch.is_tensor(a) and a.shape == b.shape and torch.equal(a, b))
+                   for a, b in zip(entry["caller"], before)]
+        passes.append({**entry, "caller_changed": changed})
+        before = entry["caller"]
+    return {"passes": passes}
 
 
 PROBES.add("sgd_pass", inputs=_sgd_pass_inputs, result=_sgd_pass_result)

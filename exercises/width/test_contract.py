@@ -3,6 +3,11 @@
 Every test runs a probe of exercises/width/probes.py on the submission (`lab.call`) and on the reference
 (`lab.expect`) with small budgets, and judges here, naming the likely mistake when it can.
 The seed gives no points; they are weighted by importance (14 in all).
+
+Every input is drawn from the run's secret (`lab.seed`, `lab.rng`, `draws`: labcheck.secret): seeds, sizes,
+widths, learning rates, regularization, the Fashion-MNIST images trained on, the divergence problems and
+the logs, so answers recorded on one run answer nothing on the next. Whether sgd_one_pass updates in place
+shows in values, never in a flag: the caller's tensors after a pass, and where the next pass on them starts.
 """
 import math
 
@@ -29,19 +34,26 @@ def close(got, want, key: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def small_fashion():
-    """200 train / 200 test real Fashion-MNIST images, standardized with the 12% subsample's statistics."""
+def small_fashion(draws):
+    """200 train / 200 test real Fashion-MNIST images drawn for this run, standardized with the 12% subsample's
+    statistics."""
     ds = data.load(data.FASHION)
     train = data.subsample_fraction(ds.train, 0.12, seed=0)
     X_train, X_test = data.standardize_per_pixel(train.flat_float(), ds.test.flat_float())  # (7200, 784), (10000, 784)
-    return {"X_train": X_train[:200].contiguous(), "y_train": train.labels[:200].clone(),
-            "X_test": X_test[:200].contiguous(), "y_test": ds.test.labels[:200].clone()}
+    g = torch.Generator().manual_seed(draws.seed("train_model images"))
+    rows, test_rows = torch.randperm(len(X_train), generator=g)[:200], torch.randperm(len(X_test), generator=g)[:200]
+    return {"X_train": X_train[rows].contiguous(), "y_train": train.labels[rows].clone(),
+            "X_test": X_test[test_rows].contiguous(), "y_test": ds.test.labels[test_rows].clone()}
 
 
 @pytest.mark.public
 @pytest.mark.graded(points=2)
 def test_mlp(lab):
-    for case in (dict(seed=1, n=30, d=20, widths=[16]), dict(seed=2, n=25, d=12, widths=[8, 6])):
+    rng = lab.rng("mlp")
+    cases = (dict(seed=lab.seed("mlp", 1), n=rng.randint(20, 40), d=rng.randint(10, 30), widths=[rng.randint(8, 24)]),
+             dict(seed=lab.seed("mlp", 2), n=rng.randint(20, 40), d=rng.randint(8, 20),
+                  widths=[rng.randint(6, 16), rng.randint(4, 12)]))
+    for case in cases:
         got = lab.call("mlp_forward", **case)
         want = lab.expect("mlp_forward", **case)
         assert tuple(got.shape) == tuple(want.shape), (
@@ -57,7 +69,9 @@ def test_mlp(lab):
 @pytest.mark.public
 @pytest.mark.graded(points=2)
 def test_compute_objective(lab):
-    case = dict(seed=3, n=40, d=15, width=9, reg_params=[0.0, 0.1, 1.0])
+    rng = lab.rng("compute_objective")
+    case = dict(seed=lab.seed("compute_objective"), n=rng.randint(30, 60), d=rng.randint(10, 20),
+                width=rng.randint(6, 16), reg_params=[0.0, round(rng.uniform(0.05, 0.3), 3), round(rng.uniform(0.5, 2), 3)])
     got = lab.call("objective", **case)
     want = lab.expect("objective", **case)
     v0, w0 = got["values"][0], want["values"][0]
@@ -82,15 +96,14 @@ def test_compute_objective(lab):
                     f"expected 0.5 * reg_param * sum ||w||^2 = {0.5 * reg * squares:.6g}.{hint}")
 
 
-# Each case draws how many labels are wrong, so the right accuracy differs per call (no constant passes).
-ACCURACY_CASES = [dict(seed=4, n=64, d=10, width=12), dict(seed=41, n=50, d=8, width=16),
-                  dict(seed=417, n=37, d=12, width=10)]
-
-
 @pytest.mark.public
 @pytest.mark.graded(points=1)
 def test_compute_accuracy(lab):
-    for case in ACCURACY_CASES:
+    # Each case draws how many labels are wrong, so the right accuracy differs per call (no constant passes).
+    rng = lab.rng("compute_accuracy")
+    cases = [dict(seed=lab.seed("compute_accuracy", i), n=rng.randint(30, 70), d=rng.randint(8, 14),
+                  width=rng.randint(8, 16)) for i in range(3)]
+    for case in cases:
         got = lab.call("accuracy", **case)
         want = lab.expect("accuracy", **case)
         assert close(want["value"], want["expected"], "width.accuracy")  # the reference itself
@@ -100,15 +113,15 @@ def test_compute_accuracy(lab):
 
 
 def _alternative_passes(reference, case):
-    """What a pass gives under common index mistakes, computed with the reference's fast path."""
-    n, seed = case["n"], case["seed"]
+    """What a first pass gives under common index mistakes, computed with the reference's fast path."""
+    n, seed = case["n"], case["seeds"][0]
     rng = np.random.RandomState(seed)
     orders = {
         "iterates over the examples in order (no random draws)": np.arange(n),
         "draws a permutation (sampling without replacement)": np.random.RandomState(seed).permutation(n),
         "uses np.random.choice(n, n, replace=False) (no replacement)": rng.choice(n, n, replace=False),
     }
-    X, y, ws, bs = probes.make_problem(seed, case["n"], case["d"], case["width"])
+    X, y, ws, bs = probes.make_problem(case["seed"], case["n"], case["d"], case["width"])
     out = {}
     for name, index in orders.items():
         net = reference.AugmentedMLP.from_lists(ws, bs)
@@ -119,31 +132,42 @@ def _alternative_passes(reference, case):
 
 @pytest.mark.graded(points=3)
 def test_sgd_one_pass(lab):
-    case = dict(seed=5, n=40, d=12, width=6, reg_param=0.05, learning_rate=0.05)
-    got = lab.call("sgd_pass", **case)
-    want = lab.expect("sgd_pass", **case)
-    if not any(got["inputs_changed"]):
+    rng = lab.rng("sgd_one_pass")
+    case = dict(seed=lab.seed("sgd_one_pass"), n=rng.randint(30, 50), d=rng.randint(8, 16), width=rng.randint(4, 8),
+                reg_param=round(rng.uniform(0.01, 0.1), 3), learning_rate=round(rng.uniform(0.02, 0.08), 3),
+                seeds=[lab.seed("sgd_one_pass", "pass", 1), lab.seed("sgd_one_pass", "pass", 2)])
+    got = lab.call("sgd_pass", **case)["passes"]
+    want = lab.expect("sgd_pass", **case)["passes"]
+    if not any(got[0]["caller_changed"]):
         pytest.fail("sgd_one_pass left the caller's ws and bs unchanged: the update must be in place "
                     "(`var -= lr * g` under torch.no_grad(), not `w = w - lr * g`)")
     names = ["ws[0]", "ws[1]", "bs[0]", "bs[1]"]
-    wrong = [name for name, g, w in zip(names, got["inputs"], want["inputs"]) if not close(g, w, "width.sgd_one_pass")]
-    if wrong:
-        for mistake, params in _alternative_passes(lab.reference_module(), case).items():
-            if all(close(g, p.detach(), "width.sgd_one_pass") for g, p in zip(got["inputs"], params)):
-                pytest.fail(f"after one pass {', '.join(wrong)} differ from the reference: sgd_one_pass {mistake}; "
-                            "each step must draw `np.random.choice(len(X))` (uniform, with replacement)")
-        rng_note = ("" if got["next_random"] == want["next_random"] else
-                    " It also consumed a different number of numpy random draws than len(X) calls to np.random.choice.")
-        pytest.fail(f"after one pass (n={case['n']}, lr={case['learning_rate']}, reg={case['reg_param']}) "
-                    f"{', '.join(wrong)} differ from the reference's single-example SGD.{rng_note}")
-    if got["returned"] is None or not all(close(r, i, "width.sgd_one_pass")
-                                          for r, i in zip(got["returned"], got["inputs"])):
-        pytest.fail("sgd_one_pass must return the updated (ws, bs) it was given")
+    for k, (g, w) in enumerate(zip(got, want)):
+        wrong = [name for name, a, b in zip(names, g["caller"], w["caller"]) if not close(a, b, "width.sgd_one_pass")]
+        if wrong and k == 0:
+            for mistake, params in _alternative_passes(lab.reference_module(), case).items():
+                if all(close(a, p.detach(), "width.sgd_one_pass") for a, p in zip(g["caller"], params)):
+                    pytest.fail(f"after one pass {', '.join(wrong)} differ from the reference: sgd_one_pass {mistake}; "
+                                "each step must draw `np.random.choice(len(X))` (uniform, with replacement)")
+            rng_note = ("" if g["next_random"] == w["next_random"] else
+                        " It also consumed a different number of numpy random draws than len(X) calls to "
+                        "np.random.choice.")
+            pytest.fail(f"after one pass (n={case['n']}, lr={case['learning_rate']}, reg={case['reg_param']}) "
+                        f"{', '.join(wrong)} of the caller's tensors differ from the reference's single-example "
+                        f"SGD.{rng_note}")
+        if wrong:
+            pytest.fail(f"the first pass is right, but a second pass on the same ws and bs leaves {', '.join(wrong)} "
+                        "where a pass from the right starting point does not: the second pass must start from the "
+                        "first one's updates, made in place on the caller's tensors")
+        if g["returned"] is None or not all(close(r, c, "width.sgd_one_pass") for r, c in zip(g["returned"], g["caller"])):
+            pytest.fail("sgd_one_pass must return the updated (ws, bs) it was given")
 
 
 @pytest.mark.graded(points=3)
 def test_train_model(lab, small_fashion):
-    case = dict(seed=0, hidden_size=32, learning_rate=1e-2, passes=4, **small_fashion)
+    rng = lab.rng("train_model")
+    case = dict(seed=lab.seed("train_model"), hidden_size=rng.randint(16, 48),
+                learning_rate=round(rng.uniform(5e-3, 2e-2), 4), passes=4, **small_fashion)
     got = np.asarray(lab.call("train_logs", **case))
     want = np.asarray(lab.expect("train_logs", **case))
     assert got.shape == want.shape, (
@@ -162,14 +186,17 @@ def test_train_model(lab, small_fashion):
                     "global RNG, zero biases, then one sgd_one_pass per pass, logs after 0..passes passes")
 
 
-# Cases: a divergence threshold, or gradient descent on 0.5*L*w^2 (diverges for lr > 2/L).
-DIVERGENCE_CASES = [
-    {"kind": "threshold", "value": 3.7e-3, "start": None},
-    {"kind": "threshold", "value": 0.5, "start": 1e-2},
-    {"kind": "threshold", "value": 150.0, "start": 1.0},
-    {"kind": "quadratic", "value": 3.0, "start": 1e-2},
-    {"kind": "quadratic", "value": 70.0, "start": 1e-2},
-]
+def divergence_cases(lab) -> list[dict]:
+    """Divergence thresholds and gradient descent on 0.5*L*w^2 (diverges for lr > 2/L), drawn for this run:
+    a threshold below the default start, one above it, one from another start, two curvatures."""
+    rng = lab.rng("find_divergent_lr")
+    return [
+        {"kind": "threshold", "value": float(f"{10 ** rng.uniform(-4, -2.2):.4g}"), "start": None},
+        {"kind": "threshold", "value": float(f"{10 ** rng.uniform(-1.5, 0):.4g}"), "start": 1e-2},
+        {"kind": "threshold", "value": float(f"{10 ** rng.uniform(1, 3):.4g}"), "start": 1.0},
+        {"kind": "quadratic", "value": float(f"{rng.uniform(1.5, 10):.4g}"), "start": 1e-2},
+        {"kind": "quadratic", "value": float(f"{rng.uniform(30, 300):.4g}"), "start": 1e-2},
+    ]
 
 
 def _rule(case):
@@ -180,9 +207,10 @@ def _rule(case):
 
 @pytest.mark.graded(points=2)
 def test_find_divergent_lr(lab):
-    got = lab.call("divergent_lr", cases=DIVERGENCE_CASES)
+    cases = divergence_cases(lab)
+    got = lab.call("divergent_lr", cases=cases)
     failures = []
-    for case, result in zip(DIVERGENCE_CASES, got):
+    for case, result in zip(cases, got):
         eta, diverges = result["eta"], _rule(case)
         if not diverges(eta) and diverges(2 * eta):
             continue
@@ -194,7 +222,7 @@ def test_find_divergent_lr(lab):
             failures.append(f"{what}: returned {eta:g}; diverges(eta)={diverges(eta)}, diverges(2*eta)="
                             f"{diverges(2 * eta)} (want False, True) after {result['n_calls']} calls")
     if failures:
-        lab.partial(1 - len(failures) / len(DIVERGENCE_CASES), f"{len(failures)} of {len(DIVERGENCE_CASES)} cases wrong")
+        lab.partial(1 - len(failures) / len(cases), f"{len(failures)} of {len(cases)} cases wrong")
         pytest.fail("find_divergent_lr must return eta* with diverges(eta*) False and diverges(2*eta*) True:\n"
                     + "\n".join(failures))
 
@@ -206,19 +234,30 @@ def _logs(train_acc):
                             np.linspace(2.3, 0.5, rows), 0.8 * acc])
 
 
-INTERPOLATION_LOGS = [
-    _logs([0.1, 0.5, 0.9, 0.99, 1.0, 1.0]),  # first reached after 4 passes
-    _logs([0.1, 0.6, 0.99, 0.9995, 0.9998]),  # never
-    _logs([0.2, 0.9, 1.0, 0.998, 1.0, 1.0, 1.0]),  # reached after 2, lost, reached again
-    _logs([0.1, 1.0]),  # after the first pass
-]
+def interpolation_logs(lab) -> list:
+    """Logs drawn for this run: reached after some passes, never (0.99.. only), reached then lost then reached
+    again, reached after the first pass."""
+    rng = lab.rng("interpolation_pass")
+
+    def rising(k):  # k train accuracies below 1, increasing
+        return sorted(round(rng.uniform(0.1, 0.999), 4) for _ in range(k))
+
+    first = rng.randint(2, 6)
+    lost = rng.randint(1, 3)
+    return [
+        _logs(rising(first) + [1.0] * rng.randint(1, 3)),
+        _logs(rising(rng.randint(3, 7)) + [0.9995, 0.9998][: rng.randint(1, 2)]),
+        _logs(rising(lost) + [1.0, round(rng.uniform(0.99, 0.999), 4)] + [1.0] * rng.randint(1, 3)),
+        _logs([round(rng.uniform(0.05, 0.3), 4), 1.0] + [1.0] * rng.randint(0, 2)),
+    ]
 
 
 @pytest.mark.public
 @pytest.mark.graded(points=1)
 def test_interpolation_pass(lab):
-    got = lab.call("interpolation", logs_list=INTERPOLATION_LOGS)
-    want = lab.expect("interpolation", logs_list=INTERPOLATION_LOGS)
+    logs = interpolation_logs(lab)
+    got = lab.call("interpolation", logs_list=logs)
+    want = lab.expect("interpolation", logs_list=logs)
     wrong = [(g, w) for g, w in zip(got, want) if g != w]
     if wrong:
         off_by_one = all(g is not None and w is not None and g == w + 1 for g, w in wrong)

@@ -328,6 +328,17 @@ def first_per_class(split: Split, per_class: int) -> Split:
     return split.subset(torch.cat(index))
 
 
+def random_per_class(split: Split, per_class: int, seed: int) -> Split:
+    """`per_class` samples of each class drawn at random (without replacement), grouped by class in class order:
+    first_per_class's layout, with samples a grading run draws from its secret (labcheck.secret)."""
+    g = torch.Generator().manual_seed(int(seed))
+    index = []
+    for c in range(10):
+        members = torch.nonzero(split.labels == c).flatten()
+        index.append(members[torch.randperm(len(members), generator=g)[:per_class]].sort().values)
+    return split.subset(torch.cat(index))
+
+
 def random_split(split: Split, lengths: list[int], seed: int) -> list[Split]:
     """Disjoint random subsets of the given lengths, as torch.utils.data.random_split draws them."""
     if sum(lengths) > len(split):

@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,6 +89,10 @@ class Options:
     # How sandboxed workers start: "fork" from a worker zygote (one per job, torch imported once, under the
     # same bubblewrap set-up; labcheck.untrusted.zygote), "fresh" as a new process each. $LABCHECK_WORKER overrides.
     worker: str = dataclasses.field(default_factory=lambda: os.environ.get("LABCHECK_WORKER") or "fork")
+    # The secret every graded input of this class run is drawn from (labcheck.secret): None draws a new one
+    # per run unless $LABCHECK_SECRET fixes it. Its graders share it (so they share the reference's answers);
+    # no worker ever sees it.
+    secret: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,6 +439,7 @@ def grade_one(sub: Submission, opts: Options, zygotes: WorkerZygotes | None = No
         env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
         env["PYTHONUNBUFFERED"] = "1"
         env.update(GRADER_ENV)
+        env.update(_RUN_ENV)  # this class run's secret (and its expected-answer cache): _grade_many
         zygote = zygotes.borrow() if zygotes is not None else None
         code = None
         with open(log_file, "wb") as log:
@@ -488,6 +494,7 @@ def grade_one(sub: Submission, opts: Options, zygotes: WorkerZygotes | None = No
         "isolation": isolation, "load_notes": load_notes, "notebook": notebook,
         # reference answers this grading computed (0: every one came from the expected-answer cache)
         "expected_computed": graded_by.get("expected_computed"),
+        "inputs": graded_by.get("inputs"),  # which secret the inputs came from (labcheck.secret.secret_id)
     }}
     unchecked = graded_by.get("not_graded") if isinstance(graded_by.get("not_graded"), dict) else None
     if ours:
@@ -499,11 +506,32 @@ def grade_one(sub: Submission, opts: Options, zygotes: WorkerZygotes | None = No
     return results
 
 
+_RUN_ENV: dict[str, str] = {}  # what every grader of the running class run gets in its environment
+
+
 def grade_many(subs: list[Submission], opts: Options, progress=None) -> dict[str, dict]:
     """Grade in parallel (opts.jobs grader processes); skip finished ones unless opts.fresh. No grader or
-    worker sees a GPU (NO_GPU_ENV)."""
-    with without_gpu():
-        return _grade_many(subs, opts, progress)
+    worker sees a GPU (NO_GPU_ENV). Every grader of the run draws its inputs from one secret (opts.secret,
+    else $LABCHECK_SECRET, else a new one: labcheck.secret); a new one's reference answers are cached for
+    this run only (their inputs never come again) and removed after it."""
+    from labcheck import secret
+    from labcheck.probes.expected import CACHE_ENV, default_folder
+
+    value, source = secret.resolve(opts.secret)
+    run_env = {secret.SECRET_ENV: value}
+    run_cache = None
+    if source == "drawn" and not any(str(a).startswith("--labcheck-expected-cache") for a in opts.extra_pytest_args):
+        run_cache = default_folder() / "runs" / secret.secret_id(value)
+        run_env[CACHE_ENV] = str(run_cache)
+    _RUN_ENV.clear()
+    _RUN_ENV.update(run_env)
+    try:
+        with without_gpu():
+            return _grade_many(subs, opts, progress)
+    finally:
+        _RUN_ENV.clear()
+        if run_cache is not None:
+            shutil.rmtree(run_cache, ignore_errors=True)
 
 
 def _grade_many(subs: list[Submission], opts: Options, progress=None) -> dict[str, dict]:

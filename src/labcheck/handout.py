@@ -26,7 +26,7 @@ from pathlib import Path
 
 import nbformat
 
-from labcheck import contracts, paths, starter
+from labcheck import contracts, paths, secret, starter
 from labcheck.answers import versions
 from labcheck.exercises import get
 from labcheck.selfcheck import (
@@ -161,10 +161,15 @@ def build(exercise: str, out: Path) -> Path:
     (home / PYTEST_INI).write_text(pytest_ini())
 
     # The reference answers the public tests (recorded), then must pass them again from the answers alone.
+    # The public tests draw their inputs from a secret of the handout's own (labcheck.secret), written in the
+    # manifest for `labcheck check`: its answers are public, and they are no answer table for grading,
+    # which draws other inputs from a secret of its own.
     reference = ex.reference_path
+    handout_secret = secret.new_secret()
     recorded = run_public_tests(reference, exercise, home, ("--labcheck-record-answers", home / ANSWERS),
-                                extra=("--labcheck-reference", str(reference)))
-    replayed = run_public_tests(reference, exercise, home, ("--labcheck-answers", home / ANSWERS))
+                                extra=("--labcheck-reference", str(reference)), secret=handout_secret)
+    replayed = run_public_tests(reference, exercise, home, ("--labcheck-answers", home / ANSWERS),
+                                secret=handout_secret)
     for stage, results in (("with the reference", recorded), ("from the answers alone", replayed)):
         failed = [f"{t['name']}: {t['output'][:300]}" for t in results["tests"] if t["status"] != "passed"]
         if failed or len(results["tests"]) != len(public):
@@ -176,7 +181,7 @@ def build(exercise: str, out: Path) -> Path:
     manifest = {"exercise": exercise, "title": contract.title, "public_tests": public,
                 "public_points": sum(points.values()), "hidden_tests": len(hidden),
                 "hidden_points": sum(all_points[name] for name in hidden),
-                "made_with": versions(), "sha256": _sha256_tree(home)}
+                "made_with": versions(), "secret": handout_secret, "sha256": _sha256_tree(home)}
     (home / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     (out / "README.md").write_text(readme(exercise, contract.title, manifest))
     return out

@@ -15,12 +15,16 @@ Options (group "labcheck"):
   --labcheck-answers PATH      take the reference's answers from this file (labcheck.answers), never run
                                the reference: `labcheck check` on a student's machine
   --labcheck-record-answers P  write every reference answer the session used to this file (labcheck handout)
+  --labcheck-secret TEXT       the secret every graded input is drawn from (default: $LABCHECK_SECRET, else a
+                               new one per session: labcheck.secret)
 Markers: gpu (needs CUDA, skipped cleanly without it), slow, graded(points=...), public, exercise(id).
 
 Graded tests take the `lab` fixture: `lab.call(probe, ...)` builds the probe's inputs here, has the
 submission's sandboxed worker call its functions on them and derives the result here;
 `lab.expect(probe, ...)` does the same with the reference in this process. The test compares the two,
-so the grader computes every verdict (the trust boundary: `labcheck.untrusted`).
+so the grader computes every verdict (the trust boundary: `labcheck.untrusted`). Every input they
+build is drawn from the session's secret (`lab.seed(label)`, `lab.rng(label)`, or the module-scoped
+`draws` fixture), so no input repeats from one grading run to the next (labcheck.secret).
 
 A grading failure is never the student's zero: a graded test that fails on labcheck's side (an exception
 that is not a verdict: not an AssertionError, SubmissionFailure or pytest.fail, in a probe, a fixture, a
@@ -41,6 +45,7 @@ at once (labcheck.sandbox).
 from __future__ import annotations
 
 import os
+import time
 import traceback
 from pathlib import Path
 
@@ -114,6 +119,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--labcheck-record-answers", metavar="PATH", default=None,
                     help="write the reference answers this session used to PATH (needs --labcheck-exercise). "
                          "Default: %(default)r")
+    group.addoption("--labcheck-secret", metavar="TEXT", default=None,
+                    help="the secret every graded input is drawn from; fix it to reproduce a run. "
+                         "Default: $LABCHECK_SECRET, else a new random one per session")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -243,6 +251,17 @@ class LabSession:
         self._sandbox: Sandbox | None = None
         self._reference = None
         self.current_item: pytest.Item | None = None
+        self.draws = state.draws.scoped(exercise)
+        self.last_call_seconds: float | None = None  # wall-clock seconds of the last call into the worker
+
+    def seed(self, *labels) -> int:
+        """A seed drawn from this run's secret (labcheck.secret): the same labels give the same seed within a
+        run, and a run with another secret gives another one."""
+        return self.draws.seed(*labels)
+
+    def rng(self, *labels):
+        """A random.Random drawn from this run's secret, for sizes, learning rates, subsets."""
+        return self.draws.rng(*labels)
 
     @property
     def sandbox(self) -> Sandbox:
@@ -253,6 +272,9 @@ class LabSession:
             deny = list(cfg.getoption("--labcheck-deny"))
             if self.state.expected.folder is not None:
                 deny.append(str(self.state.expected.folder))
+            from labcheck.probes.expected import default_folder
+
+            deny.append(str(default_folder()))  # every run's answers, whichever folder this run uses
             self._sandbox = Sandbox(self.submission, self.exercise, limits, deny=deny)
         return self._sandbox
 
@@ -269,7 +291,9 @@ class LabSession:
             inputs = spec.inputs(**kwargs)
             _, cpu_seconds = self._reference_raw(spec, inputs)
             cpu_deadline = max(DEADLINE_FACTOR * cpu_seconds, DEADLINE_FLOOR)
+            start = time.monotonic()
             raw = self.sandbox.call(spec.call, cpu_timeout=cpu_deadline, **inputs)
+            self.last_call_seconds = time.monotonic() - start  # measured here: a bound on any time the call reports
         except (SubmissionFailure, KeyboardInterrupt, SystemExit):
             raise
         except BaseException as e:
@@ -353,6 +377,13 @@ class LabcheckState:
         answers, record = config.getoption("--labcheck-answers"), config.getoption("--labcheck-record-answers")
         self.answers = AnswerBook.read(answers) if answers else None  # the reference's answers as data
         self.recording = AnswerBook(config.getoption("--labcheck-exercise")) if record else None
+        from labcheck import secret
+
+        self.secret, self.secret_source = secret.resolve(config.getoption("--labcheck-secret"))
+        if config.getoption("--labcheck-submission"):
+            os.environ.pop(secret.SECRET_ENV, None)  # a grader process: nothing it starts later inherits it
+        self.draws = secret.Draws(self.secret)  # every graded input comes from here
+        self.secret_id = secret.secret_id(self.secret)
 
     def lab(self, exercise: str) -> LabSession:
         if exercise not in self.sessions:
@@ -446,7 +477,7 @@ class LabcheckState:
             fraction, note = item.stash.get(PARTIAL_KEY, (0.0, ""))
             score = round(max_score * fraction, 4)
             status = "skipped" if report.skipped else "failed"
-            output = _short_message(report)
+            output = _without_explanation(_short_message(report))
             if note:
                 output = f"{note}\n{output}"
         entry = self._entry(item, score, status, output)
@@ -470,7 +501,8 @@ class LabcheckState:
         results = gradescope_results(tests, output="Loading your code:\n" + "\n".join(f"- {n}" for n in notes)
                                      if notes else "")
         results["extra_data"] = {"labcheck": {"isolation": self.isolation(), "load_notes": notes,
-                                              "expected_computed": self.expected.computed}}
+                                              "expected_computed": self.expected.computed,
+                                              "inputs": self.secret_id}}
         if self.not_graded or self.collection_errors:
             names = [self.planned[n]["name"] for n in self.not_graded if n in self.planned]
             mark_not_graded(results, [] if self.collection_errors else names,
@@ -494,6 +526,14 @@ class LabcheckState:
             self.recording.write(self.config.getoption("--labcheck-record-answers"))
 
 
+def _without_explanation(text: str) -> str:
+    """A graded test's message without pytest's explanation of a failed assert ("assert False / + where False =
+    close(...)"), which prints the compared values, the expected ones too: feedback says what to fix in the
+    test's own words (max difference, where), never the reference's answers wholesale."""
+    head, sep, _ = text.partition("\nassert ")
+    return head if sep and head.startswith("AssertionError") else text
+
+
 def _short_message(report: pytest.TestReport, limit: int = 3000) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, str):
@@ -505,6 +545,16 @@ def _short_message(report: pytest.TestReport, limit: int = 3000) -> str:
     else:
         text = str(longrepr)
     return text[:limit]
+
+
+@pytest.fixture(scope="module")
+def draws(request: pytest.FixtureRequest):
+    """This run's draws (labcheck.secret.Draws) under the module's exercise: for module-scoped fixtures that
+    build graded inputs (data subsets, trained parameters); tests use `lab.seed` / `lab.rng`, the same draws."""
+    exercise = exercise_of(request.node)
+    if exercise is None:
+        raise pytest.UsageError(f"{request.node.nodeid} uses `draws` without an exercise(id) marker")
+    return request.config._labcheck.draws.scoped(exercise)
 
 
 @pytest.fixture

@@ -52,11 +52,12 @@ def public_tests_file(home: Path, exercise: str) -> Path:
 
 
 def run_public_tests(submission: Path, exercise: str, home: Path, answers: tuple[str, Path],
-                     extra: tuple[str, ...] = (), timeout: float = 900.0) -> dict:
+                     extra: tuple[str, ...] = (), timeout: float = 900.0, secret: str | None = None) -> dict:
     """Run the public tests of the check home `home` on `submission`; returns the results.json it wrote.
 
     `answers` is ("--labcheck-answers", file) to read the reference's answers, or
-    ("--labcheck-record-answers", file) to record them (then `extra` names the reference)."""
+    ("--labcheck-record-answers", file) to record them (then `extra` names the reference). `secret` is the
+    handout's (its manifest's): the inputs its answers were recorded for (labcheck.secret)."""
     from labcheck.grade import GRADER_ENV, GRADER_PYTEST_ARGS
 
     home = Path(home).resolve()
@@ -67,6 +68,8 @@ def run_public_tests(submission: Path, exercise: str, home: Path, answers: tuple
                "--labcheck-submission", str(Path(submission).resolve()), "--labcheck-exercise", exercise,
                "--labcheck-results", str(results), "--labcheck-min-isolation", "none",
                "--labcheck-expected-cache", "none", answers[0], str(Path(answers[1]).resolve()), *extra]
+        if secret is not None:
+            cmd += ["--labcheck-secret", secret]
         env = {**os.environ, **GRADER_ENV, "LABCHECK_HOME": str(home), "PYTHONDONTWRITEBYTECODE": "1"}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=timeout)
         try:
@@ -111,7 +114,8 @@ def main(args) -> int:
         if manifest["exercise"] != args.exercise:
             raise HandoutError(f"the handout at {handout} is for `{manifest['exercise']}`, not `{args.exercise}`")
         home = check_home(handout)
-        results = run_public_tests(submission, args.exercise, home, ("--labcheck-answers", home / ANSWERS))
+        results = run_public_tests(submission, args.exercise, home, ("--labcheck-answers", home / ANSWERS),
+                                   secret=manifest.get("secret"))
     except HandoutError as e:
         print(f"labcheck check: {e}", file=sys.stderr)
         return 2

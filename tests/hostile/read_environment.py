@@ -1,10 +1,11 @@
-"""Hostile `_selftest` submission: Reads its environment and /proc (every process's environ and cmdline, mounts) looking for the grader's secrets (the test puts LABCHECK_HOSTILE_CANARY in the grader's environment) and for the paths of the reference and tests; `add` returns what it found. The worker's environment is built from scratch and its /proc shows only its own processes: nothing is found, full marks."""
+"""Hostile `_selftest` submission: Reads its environment and /proc (every process's environ and cmdline, mounts) looking for the grader's secrets (the test puts LABCHECK_HOSTILE_CANARY in the grader's environment; the graders also hold the secret the graded inputs are drawn from, LABCHECK_SECRET, which the suite fixes to "labcheck's own tests") and for the paths of the reference and tests; `add` returns what it found. The worker's environment is built from scratch and its /proc shows only its own processes: nothing is found, full marks."""
 import os
 
 import torch
 
 EXPECTED = {}
-SECRETS = (b'LABCHECK_HOSTILE_CANARY', b'reference_selftest', b'contract_selftest')
+SECRETS = (b'LABCHECK_HOSTILE_CANARY', b'reference_selftest', b'contract_selftest', b'LABCHECK_SECRET',
+           b"labcheck's own tests")
 
 
 def _look():
