@@ -139,6 +139,22 @@ def tolerance(key: str) -> dict:
     return {"rtol": float(tol["rtol"]), "atol": float(tol["atol"])}
 
 
+def close(got, want, key: str, float64: bool = False) -> bool:
+    """Whether `got` matches `want` within the tolerance `key` ('exercise.name' of the bands files), compared
+    by torch.testing.assert_close (as float64 with `float64`, else in their own dtypes, not checked). Never
+    raises: a value of another shape or type is simply not close. The contract tests' one comparison helper."""
+    import torch
+
+    try:
+        a, b = torch.as_tensor(got), torch.as_tensor(want)
+        if float64:
+            a, b = a.to(torch.float64), b.to(torch.float64)
+        torch.testing.assert_close(a, b, **tolerance(key), check_dtype=False)
+    except (AssertionError, RuntimeError, TypeError, ValueError):
+        return False
+    return True
+
+
 def get_band(key: str, source: str) -> Band:
     per_source = BANDS.get(key)
     if not per_source:
