@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from labcheck import cli, exercises, grade, paths, report
-from labcheck.package import UploadResult, make_config, prairielearn
+from labcheck.package import UploadResult, gradescope, make_config, prairielearn
 
 HOSTILE = paths.tests_dir() / "hostile"
 EXERCISE_PY = '''from labcheck.exercises import Exercise
@@ -145,6 +145,11 @@ def test_a_broken_package_gives_not_graded_never_zero(package, tmp_path, capsys)
                                    make_config("brokenpkg"))
     assert pl["gradable"] is False and pl["format_errors"] == [f"Not graded: {report.NOT_GRADED}."]
     assert "no tolerance" in capsys.readouterr().err
+    # Gradescope has no "ungradable": its output says so first, without a score; the details stay in extra_data
+    gs = gradescope.results_json(UploadResult(klass / "alice.py", alice, ["Graded alice.py."], 1.0),
+                                 make_config("brokenpkg"))
+    assert gs["output"].startswith(f"Not graded: {report.NOT_GRADED}.") and "Score:" not in gs["output"]
+    assert gs["output"].count(report.NOT_GRADED) == 1 and gs["extra_data"]["labcheck"]["not_graded"] == unchecked
 
 
 def test_a_contract_file_that_does_not_import_gives_not_graded(package, tmp_path, capsys):
