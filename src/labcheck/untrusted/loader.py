@@ -296,7 +296,7 @@ def execute_notebook(entry: Path, nb, module: types.ModuleType, notes: list[str]
             for name in st.names:
                 if name not in namespace:
                     namespace[name] = MissingGlobal(missing_global_message(
-                        name, [], st.where, st.first, f"at grading time it {failure}"))
+                        name, [], st.where, st.first, f"it {failure}"))
     if unrun:
         notes.append(f"{len(unrun)} later module-level statement(s) did not run: the notebook's "
                      f"{NOTEBOOK_CPU_SECONDS:g} s of CPU ({NOTEBOOK_WALL_SECONDS:g} s of wall clock) for module-level "
