@@ -117,7 +117,9 @@ SEEN = []
 def _recording(method):
     def run(self, probe, **kwargs):
         spec = self.probes[probe]
-        SEEN.append(hashlib.sha256(spec.call.encode() + b"\\0" + wire.encode(spec.inputs(**kwargs))).hexdigest())
+        inputs = spec.inputs(**kwargs)
+        if inputs:  # (a call without inputs, batchnorm's warm-up "ready", answers nothing a test judges)
+            SEEN.append(hashlib.sha256(spec.call.encode() + b"\\0" + wire.encode(inputs)).hexdigest())
         return plugin.LabSession.expect_in_process(self, probe, **kwargs)
     return run
 

@@ -56,7 +56,7 @@ from pathlib import Path
 
 from labcheck import grade, paths, report, sandbox
 from labcheck.exercises import REGISTRY, get
-from labcheck.submission import entry_names, expected_files_message, submission_entry
+from labcheck.submission import entry_names, expected_files_message, read_notebook, submission_entry
 
 CONFIG_NAME = "labcheck-package.json"  # the package's settings, next to the grading files
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")  # Gradescope's values
@@ -349,21 +349,6 @@ def find_entry(upload: Path, exercise: str) -> tuple[Path | None, list[str]]:
     return entry, notes
 
 
-def notebook_notes(entry: Path) -> list[str]:
-    """What of a notebook does not run at grading time (parsed here; nothing of it executes)."""
-    try:
-        nb = read_notebook(entry.read_text(encoding="utf-8", errors="replace"))
-    except Exception as e:  # the worker reports the same failure as the load error of every test
-        return [f"The notebook could not be read: {type(e).__name__}: {e}"]
-    notes = [f"Notebook (nbformat {nb.nbformat[0]}.{nb.nbformat[1]}): only imports, def, class and constants run "
-             f"at grading time; {len(nb.dropped)} other top-level statement(s) were left out."]
-    for name, where in nb.missing_globals.items():
-        notes.append(f"- {name!r} is used by your functions but only assigned in {where.cell} (`{where.code}`), "
-                     "which does not run: tests that use it fail with a NameError.")
-    notes += [f"- notebook problem: {e}" for e in nb.validation_errors]
-    return notes
-
-
 def syntax_problem(entry: Path, shown: str) -> tuple[str | None, bool]:
     """(what in the student's file cannot be parsed, whether that leaves nothing to grade), naming the file as
     `shown` (the name the student gave it). Nothing of the file runs here: it is only parsed. A .py with a
@@ -442,8 +427,6 @@ def grade_upload(upload: Path, config: PackageConfig, hide: list[Path], python: 
     if problem and not parse_errors_grade:
         return UploadResult(entry, _failed_everywhere(exercise, problem), notes, time.monotonic() - start,
                             unparsed_cells=problem)
-    if entry.suffix == ".ipynb":
-        notes += notebook_notes(entry)
     instructor = []
     memory_mb = config.memory_mb
     if torch_build() == "cuda" and memory_mb < CUDA_BUILD_WORKER_MB:
