@@ -192,3 +192,27 @@ def test_progress_is_a_bar_on_a_terminal_lines_in_a_log_and_nothing_when_quiet(s
         assert printed == "" and stream.getvalue() == ""
     else:
         assert printed.count("graded") == 3 and "1/2" in printed
+
+
+@pytest.mark.parametrize("output, advice", [
+    ("[contract] train: the submission does not define `train` (see CONTRACT.md: `train(model, X, Y, X_test, "
+     "Y_test, n_epochs=20, batch_size=64, lr=0.01, momentum=0.9)`)", "The contract's name is missing"),
+    ("[error] scale: the submission raised ImportError: `from torchsummary import summary` (line 9) failed at "
+     "grading time: No module named 'torchsummary'", "cannot be imported where grading runs"),
+    ("[contract] train_epochs: `train_one_epoch(train_loader, model, device, optimizer, epoch)` cannot take the "
+     "call the grader makes (missing a required argument: 'epoch'): the contract's signature is `train_one_epoch("
+     "train_loader, model, device, optimizer, epoch=None)`", "parameters differ from the contract's"),
+    ("MLP() has MLP4's architecture (four Linear layers, two BatchNorm1d): is `class MLP` defined a second time "
+     "with the extra layer? The later definition replaces the first when the file runs.",
+     "A later definition with the same name replaced this one"),
+    ("[load_error] the submission could not be loaded: RuntimeError: Dataset not found. You can use "
+     "download=True to download it", "reads or downloads data when it is loaded"),
+    ("[load_error] the submission could not be loaded: SyntaxError: invalid syntax (sgd.py, line 3)",
+     "not valid Python"),
+    ("W0 has std 0.5763: uniform(-1, 1) init (torch.rand * 2 - 1)?", "Check: uniform(-1, 1) init"),
+])
+def test_what_to_check_fits_the_failure(output, advice):
+    """Issue #28: "compare your function with the contract's description" was shown for an import error and a
+    missing function alike; each kind of failure now gets its own next step."""
+    text = dashboard.what_to_check({"output": output})
+    assert advice in text and "Compare your function" not in text, text

@@ -21,6 +21,16 @@ def test_every_registered_exercise_has_its_files(exercise):
     assert ex.probes() and ex.seed_path is None or ex.seed_path.is_file()
 
 
+@pytest.mark.parametrize("exercise", EXERCISES)
+def test_calls_name_the_contracts_signatures(exercise):
+    """Each calls.py's CONTRACT (the signatures a mismatch message names) is CONTRACT.md's, name for name."""
+    from labcheck import contracts
+    from labcheck.probes import calls_module
+
+    stated = {e.name: f"{e.name}({e.args})" for e in contracts.read(exercise).entries}
+    assert calls_module(exercise).CONTRACT == stated
+
+
 def test_bench_cases_are_the_registrys():
     registered = {case for ex in REGISTRY.values() for case in ex.bench_cases}
     assert registered == set(builders.CASES)

@@ -17,6 +17,13 @@ import torch.nn as nn
 from labcheck.untrusted.calls import ContractError, Registry, require
 
 CALLS = Registry()
+# The contract's signatures as CONTRACT.md states them (tests/test_registry.py checks they agree): named in
+# the message when a submission's own signature cannot take a call.
+CONTRACT = {
+    "MLP": "MLP()",
+    "MLP4": "MLP4()",
+    "train": "train(model, X, Y, X_test, Y_test, n_epochs=20, batch_size=64, lr=0.01, momentum=0.9)",
+}
 
 TRAIN_PARAMS = ("model", "X", "Y", "X_test", "Y_test")
 
@@ -83,7 +90,7 @@ def randomize_norms(net: nn.Module, x_stats: torch.Tensor, seed: int) -> None:
 
 
 def _build(impl, model: str, seed: int) -> nn.Module:
-    cls = require(impl, model)
+    cls = require(impl, model, (), CONTRACT.get(model))
     torch.manual_seed(seed)
     net = cls()
     if not isinstance(net, nn.Module):
@@ -148,7 +155,7 @@ def _slots(net: nn.Module) -> list:
 def train_trace(impl, model: str, seed: int, X: torch.Tensor, Y: torch.Tensor, X_test: torch.Tensor,
                 Y_test: torch.Tensor, n_epochs: int, batch_size: int, lr: float, momentum: float) -> dict:
     """Run the submission's train() once and return what it did (see the module docstring)."""
-    train = require(impl, "train", TRAIN_PARAMS)
+    train = require(impl, "train", TRAIN_PARAMS, CONTRACT["train"])
     net = _build(impl, model, seed)
     initial_layers = describe(net)
     initial = [p.detach().clone() for p in net.parameters()]
@@ -194,3 +201,29 @@ def train_trace(impl, model: str, seed: int, X: torch.Tensor, Y: torch.Tensor, X
         "threads": torch.get_num_threads(),  # the grader's replay uses as many (float sums depend on it)
         "final": [p.detach().clone() for p in net.parameters()],
     }
+
+
+@CALLS.call
+def train_defaults(impl, model: str, seed: int, X: torch.Tensor, Y: torch.Tensor, X_test: torch.Tensor,
+                   Y_test: torch.Tensor, settings: dict) -> dict:
+    """train() from the same weights and RNG state, once with every setting in `settings` passed and once per
+    setting with that one left out (train's own default then stands in): history lengths, losses, the batch
+    sizes it trained on and its final parameters, for the grader to compare."""
+    train = require(impl, "train", TRAIN_PARAMS, CONTRACT["train"])
+
+    def run(kwargs: dict) -> dict:
+        net = _build(impl, model, seed)
+        sizes = []
+        handle = net.register_forward_pre_hook(
+            lambda module, args: sizes.append(len(args[0])) if module.training and torch.is_grad_enabled() else None)
+        torch.manual_seed(seed + 1)
+        history = train(net, X.clone(), Y.clone(), X_test.clone(), Y_test.clone(), **kwargs)
+        handle.remove()
+        if not isinstance(history, dict):
+            raise ContractError(f"train() returned a {type(history).__name__}, not a dict")
+        return {"lengths": {str(k): len(v) for k, v in history.items() if isinstance(v, (list, tuple))},
+                "losses": [float(v) for key in ("train_loss", "test_loss") for v in history.get(key, [])],
+                "batch_sizes": sizes, "final": [p.detach().clone() for p in net.parameters()]}
+
+    return {"explicit": run(dict(settings)),
+            "omitted": {name: run({k: v for k, v in settings.items() if k != name}) for name in settings}}

@@ -237,7 +237,7 @@ def _trace_result(raw: dict, inputs: dict, kwargs: dict) -> dict:
             "initial": raw["initial"], "final": raw["final"], "replays": replays}
 
 
-PROBES.passthrough("architecture", "train_mode_pass")
+PROBES.passthrough("architecture", "train_mode_pass", "train_defaults")
 PROBES.add("train_trace", result=_trace_result)
 architecture = PROBES["architecture"]  # callable in-process on a trusted module: architecture(ref, "MLP", ...)
 train_mode_pass = PROBES["train_mode_pass"]

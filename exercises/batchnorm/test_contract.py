@@ -25,6 +25,7 @@ match_canonical = _probes.match_canonical
 pytestmark = pytest.mark.exercise("batchnorm")
 
 TRACE = {"n_epochs": 3, "batch_size": 64, "lr": 0.01, "momentum": 0.9}  # 30 SGD steps
+DEFAULTS = {"n_epochs": 20, "batch_size": 64, "lr": 0.01, "momentum": 0.9}  # the contract's train() defaults
 TRAIN_PER_CLASS, TEST_PER_CLASS = 64, 20  # 640 / 200 images
 SEED = 1234
 MISTAKES = {
@@ -46,6 +47,12 @@ def mnist() -> dict:
         "x": X[3::20].clone(),  # (32, 784): a probe batch with every class
         "x_stats": X[7::10].clone(),  # (64, 784): sets realistic BatchNorm running statistics
     }
+
+# MLP() built with MLP4's layers: the notebook's "adding another layer" cell defines `class MLP` a second time
+# (the seed does), and the later, deeper class replaced the first one when the file ran.
+REDEFINED_MLP = ("MLP() has MLP4's architecture (four Linear layers, two BatchNorm1d): is `class MLP` defined a "
+                 "second time with the extra layer? The later definition replaces the first when the file runs. "
+                 "Keep MLP as Linear-ReLU, Linear-BatchNorm-ReLU, Linear and name the deeper network MLP4")
 
 
 def _probe_kwargs(mnist: dict, model: str) -> dict:
@@ -73,6 +80,9 @@ def _check_shapes(lab, mnist, model: str) -> None:
     want = lab.expect("architecture", **_probe_kwargs(mnist, model))
     if got["param_shapes"] == want["param_shapes"]:
         return
+    mlp4 = lab.expect("architecture", **_probe_kwargs(mnist, "MLP4")) if model == "MLP" else None
+    if mlp4 is not None and got["param_shapes"] == mlp4["param_shapes"]:
+        pytest.fail(REDEFINED_MLP)
     if model == "MLP4":
         mlp = lab.expect("architecture", **_probe_kwargs(mnist, "MLP"))
         if got["param_shapes"] == mlp["param_shapes"]:
@@ -94,6 +104,8 @@ def _check_forward(lab, mnist, model: str) -> None:
     if layers["other_parameter_modules"]:
         pytest.fail(f"{model} has parameters in unexpected modules {layers['other_parameter_modules']}; "
                     "use nn.Linear and nn.BatchNorm1d only")
+    if model == "MLP" and (n_lin, n_norm) == (4, 2):
+        pytest.fail(REDEFINED_MLP)
     if (n_lin, n_norm) != (w_lin, w_norm):
         hint = " (the same as MLP: the extra block is missing)" if model == "MLP4" and (n_lin, n_norm) == (3, 1) else ""
         pytest.fail(f"{model} has {n_lin} nn.Linear and {n_norm} BatchNorm modules{hint}; expected {w_lin} and {w_norm}")
@@ -130,6 +142,8 @@ def test_mlp_forward_eval_mode(lab, mnist):
 def test_mlp_batchnorm_train_mode(lab, mnist):
     got = lab.call("train_mode_pass", **_probe_kwargs(mnist, "MLP"))
     before, after = got["before"], got["after"]
+    if (len(before["linears"]), len(before["norms"])) == (4, 2):
+        pytest.fail(REDEFINED_MLP)
     if len(before["norms"]) != 1 or len(before["linears"]) != 3:
         pytest.fail(f"MLP has {len(before['linears'])} nn.Linear and {len(before['norms'])} BatchNorm modules; expected 3 and 1")
     tol = bands.tolerance("batchnorm.running_stats")
@@ -266,3 +280,26 @@ def test_train_sgd_momentum(lab, mnist):
     pytest.fail(f"the parameters after train() differ from SGD(lr={TRACE['lr']}, momentum={TRACE['momentum']}) with "
                 f"cross-entropy replayed on the same batches (weights moved {min(moved):.3g}-{max(moved):.3g}x as far "
                 "as expected): check the optimizer, its lr and momentum, and the loss")
+
+
+@pytest.mark.graded(points=1)
+def test_train_defaults(lab, mnist):
+    """Each default of train() is the contract's: with one setting left out it trains exactly as with the contract's
+    value passed (n_epochs=20, batch_size=64, lr=0.01, momentum=0.9; 128 images, 40 SGD steps a run)."""
+    small = dict(X=mnist["X"][::5].clone(), Y=mnist["Y"][::5].clone(), X_test=mnist["X_test"][::5].clone(),
+                 Y_test=mnist["Y_test"][::5].clone())
+    got = lab.call("train_defaults", model="MLP", seed=SEED, **small, settings=DEFAULTS)
+    explicit, tol = got["explicit"], bands.tolerance("batchnorm.dynamics")
+    wrong = []
+    for name, run in got["omitted"].items():
+        same = (run["lengths"] == explicit["lengths"] and run["batch_sizes"] == explicit["batch_sizes"]
+                and torch.allclose(torch.tensor(run["losses"]), torch.tensor(explicit["losses"]), **tol)
+                and all(a.shape == b.shape and torch.allclose(a, b, **tol) for a, b in zip(run["final"], explicit["final"])))
+        if not same:
+            epochs = sorted(set(run["lengths"].values()))
+            detail = (f" ({epochs} entries per history list, not {DEFAULTS['n_epochs']})" if name == "n_epochs"
+                      and epochs != [DEFAULTS["n_epochs"]] else "")
+            wrong.append(f"{name}={DEFAULTS[name]!r}{detail}")
+    assert not wrong, (f"train() trains differently when a setting is left to its default than with the contract's "
+                       f"default passed: {', '.join(wrong)}. Is the signature train(model, X, Y, X_test, Y_test, "
+                       "n_epochs=20, batch_size=64, lr=0.01, momentum=0.9)?")

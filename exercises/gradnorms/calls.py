@@ -6,6 +6,8 @@ the same network whatever the student named or registered their layers. Results 
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -13,6 +15,18 @@ import torch.nn.functional as F
 from labcheck.untrusted.calls import ContractError, Registry, require
 
 CALLS = Registry()
+# The contract's signatures as CONTRACT.md states them (tests/test_registry.py checks they agree): named in
+# the message when a submission's own signature cannot take a call.
+CONTRACT = {
+    "MNISTClassifierMLP": "MNISTClassifierMLP(input_size, hidden_sizes, output_size)",
+    "get_gradient_norms": "get_gradient_norms(model)",
+    "train_one_epoch": "train_one_epoch(train_loader, model, device, optimizer, epoch=None)",
+    "test_one_epoch": "test_one_epoch(test_loader, model, device)",
+    "sensing_measurements": "sensing_measurements(A, X)",
+    "sensing_loss": "sensing_loss(U, A, y)",
+    "sensing_grad": "sensing_grad(U, A, y)",
+    "gradient_descent": "gradient_descent(U0, A, y, X_star, lr, steps)",
+}
 
 MLP_PARAMS = ("input_size", "hidden_sizes", "output_size")
 EPOCH_PARAMS = ("train_loader", "model", "device", "optimizer")
@@ -34,7 +48,7 @@ def linears_in_call_order(model: nn.Module, x: torch.Tensor) -> tuple[list[nn.Li
 
 def build_model(impl, hidden_sizes, weights: list, input_size: int = 784, output_size: int = 10):
     """The submission's MLP with the grader's weights set in call order; biases (if any) zeroed."""
-    cls = require(impl, "MNISTClassifierMLP", MLP_PARAMS)
+    cls = require(impl, "MNISTClassifierMLP", MLP_PARAMS, CONTRACT["MNISTClassifierMLP"])
     model = cls(input_size, list(hidden_sizes), output_size)
     with torch.no_grad():
         linears, _ = linears_in_call_order(model, torch.zeros(2, 1, 28, 28))
@@ -69,7 +83,7 @@ def _image_loader(images, labels, batch_size: int, shuffle_seed: int | None):
 @CALLS.call
 def mlp_architecture(impl, hidden_sizes, x, input_size: int = 784, output_size: int = 10):
     """Depth, every Linear's (in, out, has_bias) in registration order, call order and output shape on x."""
-    cls = require(impl, "MNISTClassifierMLP", MLP_PARAMS)
+    cls = require(impl, "MNISTClassifierMLP", MLP_PARAMS, CONTRACT["MNISTClassifierMLP"])
     model = cls(input_size, list(hidden_sizes), output_size)
     registered = [m for m in model.modules() if isinstance(m, nn.Linear)]
     depth = getattr(model, "depth", None)
@@ -100,7 +114,7 @@ def mlp_forward(impl, hidden_sizes, weights: list, x):
 @CALLS.call
 def gradient_norms(impl, hidden_sizes, weights: list, x, labels):
     """get_gradient_norms after one nll_loss backward, with every gradient (in call order) for the grader."""
-    get_norms = require(impl, "get_gradient_norms", ("model",))
+    get_norms = require(impl, "get_gradient_norms", ("model",), CONTRACT["get_gradient_norms"])
     model, linears = build_model(impl, hidden_sizes, weights)
     model.zero_grad()
     F.nll_loss(model(x), labels).backward()
@@ -109,17 +123,41 @@ def gradient_norms(impl, hidden_sizes, weights: list, x, labels):
             "parameter_grads": [p.grad.detach().clone() for p in model.parameters() if p.grad is not None]}
 
 
+def _epoch_argument(fn) -> str | None:
+    """How the course's fifth argument reaches train_one_epoch: "keyword" where a parameter is named `epoch`,
+    "positional" where a fifth positional parameter has no default under another name, None where the
+    signature has no room for it (the contract lets it be required, optional or absent)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None
+    if "epoch" in params and params["epoch"].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                      inspect.Parameter.KEYWORD_ONLY):
+        return "keyword"
+    positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 5 and positional[4].default is inspect.Parameter.empty:
+        return "positional"
+    return None
+
+
 @CALLS.call
 def train_epochs(impl, images, labels, hidden_sizes, weights: list, seed: int, batch_size: int, lr: float,
                  epochs: int):
-    """train_one_epoch `epochs` times (SGD, seeded shuffling): losses, per-epoch norms, final weights."""
-    train_one_epoch = require(impl, "train_one_epoch", EPOCH_PARAMS)
+    """train_one_epoch `epochs` times (SGD, seeded shuffling; the epoch's index 0, 1, ... as the course's fifth
+    argument where the signature has it): losses, per-epoch norms, final weights."""
+    train_one_epoch = require(impl, "train_one_epoch", EPOCH_PARAMS, CONTRACT["train_one_epoch"])
     model, linears = build_model(impl, hidden_sizes, weights)
     loader = _image_loader(images, labels, batch_size, shuffle_seed=seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     losses, norms = [], []
-    for _ in range(epochs):
-        out = train_one_epoch(loader, model, "cpu", optimizer)
+    epoch_argument = _epoch_argument(train_one_epoch)
+    for epoch in range(epochs):
+        if epoch_argument == "keyword":
+            out = train_one_epoch(loader, model, "cpu", optimizer, epoch=epoch)
+        elif epoch_argument == "positional":
+            out = train_one_epoch(loader, model, "cpu", optimizer, epoch)
+        else:
+            out = train_one_epoch(loader, model, "cpu", optimizer)
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             raise ContractError(f"train_one_epoch must return (mean_loss, mean_gradient_norms), got {out!r:.200}")
         losses.append(float(out[0]))
@@ -131,7 +169,7 @@ def train_epochs(impl, images, labels, hidden_sizes, weights: list, seed: int, b
 @CALLS.call
 def test_epoch(impl, images, labels, hidden_sizes, weights: list, batch_size: int):
     """test_one_epoch on the model with the grader's weights: (mean_loss, num_correct)."""
-    test_one_epoch = require(impl, "test_one_epoch", TEST_PARAMS)
+    test_one_epoch = require(impl, "test_one_epoch", TEST_PARAMS, CONTRACT["test_one_epoch"])
     model, _ = build_model(impl, hidden_sizes, weights)
     out = test_one_epoch(_image_loader(images, labels, batch_size, shuffle_seed=None), model, "cpu")
     if not isinstance(out, (tuple, list)) or len(out) != 2:
@@ -141,23 +179,24 @@ def test_epoch(impl, images, labels, hidden_sizes, weights: list, batch_size: in
 
 @CALLS.call
 def sensing_measurements(impl, A, X):
-    return torch.as_tensor(require(impl, "sensing_measurements", ("A", "X"))(A, X))
+    fn = require(impl, "sensing_measurements", ("A", "X"), CONTRACT["sensing_measurements"])
+    return torch.as_tensor(fn(A, X))
 
 
 @CALLS.call
 def sensing_loss(impl, U, A, y):
-    return torch.as_tensor(require(impl, "sensing_loss", ("U", "A", "y"))(U, A, y))
+    return torch.as_tensor(require(impl, "sensing_loss", ("U", "A", "y"), CONTRACT["sensing_loss"])(U, A, y))
 
 
 @CALLS.call
 def sensing_grad(impl, U, A, y):
-    return torch.as_tensor(require(impl, "sensing_grad", ("U", "A", "y"))(U, A, y))
+    return torch.as_tensor(require(impl, "sensing_grad", ("U", "A", "y"), CONTRACT["sensing_grad"])(U, A, y))
 
 
 @CALLS.call
 def gradient_descent(impl, U0, A, y, X_star, lr: float, steps: int):
     """gradient_descent(U0, A, y, X_star, lr, steps): final U and distances."""
-    fn = require(impl, "gradient_descent", ("U0", "A", "y", "X_star", "lr", "steps"))
+    fn = require(impl, "gradient_descent", ("U0", "A", "y", "X_star", "lr", "steps"), CONTRACT["gradient_descent"])
     out = fn(U0, A, y, X_star, lr, steps)
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise ContractError(f"gradient_descent must return (U, distances), got {type(out).__name__}")

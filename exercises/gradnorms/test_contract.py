@@ -303,6 +303,22 @@ def _check_descent(lab, kwargs, label: str) -> list[str]:
     return problems
 
 
+@pytest.mark.graded(points=1)
+def test_gradient_descent_step_count(lab):
+    """A short run far from convergence: exactly `steps` updates, each distance at its t. The graded long runs have
+    converged, where one step more or less changes nothing visible; five steps from alpha = 1 do not."""
+    kwargs = dict(seed=6, m=120, d=8, r=2, R=4, alpha=1.0, lr_scale=0.02, steps=5)
+    problems = _check_descent(lab, kwargs, "5 steps from alpha = 1")
+    if problems:
+        got = lab.call("gradient_descent", **kwargs)
+        for steps in (4, 6):
+            other = lab.expect("gradient_descent", **{**kwargs, "steps": steps})
+            if tuple(got["U"].shape) == tuple(other["U"].shape) and close(got["U"], other["U"], "gradient_descent"):
+                pytest.fail(f"gradient_descent(..., steps=5) returns the U of {steps} steps: is the loop "
+                            f"`for t in range(steps)`, one update per step (not range(steps {'-' if steps < 5 else '+'} 1))?")
+    assert not problems, "; ".join(problems)
+
+
 @pytest.mark.graded(points=5)
 def test_gradient_descent_rank_r(lab):
     """Problem 2b: R = r from a U_0 of U*'s scale converges to X*."""

@@ -10,4 +10,4 @@ from labcheck.probes import calls_module
 FIT_KEYS = calls_module("hyperparams").FIT_KEYS  # noqa: F401  (the graded tests use it)
 
 PROBES = Probes("hyperparams")
-PROBES.passthrough("describe_net", "count_parameters_of", "noisy_draws", "fit_run")
+PROBES.passthrough("describe_net", "count_parameters_of", "noisy_draws", "noisy_defaults", "fit_run", "fit_defaults")

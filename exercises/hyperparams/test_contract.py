@@ -15,6 +15,8 @@ SIDE = 28
 N_IMAGES = 24  # distinct random images: no flip or roll of one equals another
 DRAWS = 30  # passes over the NoisyDataset: 720 augmented samples per test
 OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+NOISY_DEFAULTS = {"noise_sigma": 0, "flip_horizontal": False, "shift": False}  # the contract's NoisyDataset defaults
+FIT_DEFAULTS = {"epochs": 25, "batch_size": 10, "device": "cpu"}  # the contract's fit defaults
 
 
 def _expected_layers(width, bn=False):
@@ -173,6 +175,19 @@ def test_noisy_dataset_labels_unchanged(lab):
     assert changed == 0, f"NoisyDataset changed {changed} of {len(labels)} labels: return the original y"
 
 
+@pytest.mark.graded(points=1)
+def test_noisy_dataset_defaults(lab):
+    """2.7: each default of NoisyDataset is the contract's: with one option left out it draws exactly what it draws
+    with the contract's value passed (noise_sigma=0, flip_horizontal=False, shift=False)."""
+    images, labels = _images()
+    got = lab.call("noisy_defaults", images=images, labels=labels, draws=4, seed=3, settings=NOISY_DEFAULTS)
+    wrong = [f"{name}={NOISY_DEFAULTS[name]!r}" for name, run in got["omitted"].items()
+             if not (torch.equal(run["x"], got["explicit"]["x"]) and torch.equal(run["y"], got["explicit"]["y"]))]
+    assert not wrong, (f"NoisyDataset draws differently when an option is left to its default than with the contract's "
+                       f"default passed: {', '.join(wrong)}. Is the signature NoisyDataset(dataset, noise_sigma=0, "
+                       "flip_horizontal=False, shift=False)?")
+
+
 def _fit_data():
     ds = data.load(data.FASHION)
     train, val = data.random_split(ds.train, [96, 64], seed=7)
@@ -194,6 +209,9 @@ def test_fit_history_keys(lab):
     assert history["train steps"] == [3.0, 6.0, 9.0], f"train steps {history['train steps']}, expected [3, 6, 9] (96 / 32 per epoch)"
     assert history["epochs"] == [0.0, 1.0, 2.0], f"epochs {history['epochs']}, expected [0, 1, 2]"
     assert all(b >= a for a, b in zip(history["time"], history["time"][1:])), "history['time'] must not decrease"
+    assert 0 <= history["time"][0] and history["time"][-1] <= got["wall_time"] * 1.01 + 0.01, (
+        f"history['time'] = {[round(t, 3) for t in history['time']]} but fit ran for {got['wall_time']:.3f} s: "
+        "store the seconds since fit started (time.time() - start_time)")
     accs = history["train accuracy"] + history["validation accuracy"]
     assert all(0.0 <= a <= 1.0 for a in accs), f"accuracies outside [0, 1]: {accs}"
 
@@ -221,3 +239,25 @@ def test_fit_trains_like_reference(lab):
                                    msg=lambda m, key=key: f"history[{key!r}] = {[round(v, 4) for v in got[key]]}, reference "
                                    f"{[round(v, 4) for v in want[key]]} (optimizer.zero_grad() each step? eval mode "
                                    f"for validation?): {m}")
+
+
+@pytest.mark.graded(points=1)
+def test_fit_defaults(lab):
+    """2.4: each default of fit is the contract's: with one setting left out it trains exactly as with the contract's
+    value passed (epochs=25, batch_size=10, device='cpu'; 41 training images, 125 steps a run)."""
+    d = _fit_data()
+    small = dict(x_train=d["x_train"][:41], y_train=d["y_train"][:41], x_val=d["x_val"][:19], y_val=d["y_val"][:19])
+    got = lab.call("fit_defaults", **small, lr=0.05, settings=FIT_DEFAULTS)
+    keys = ("train loss", "train accuracy", "validation loss", "validation accuracy", "train steps", "epochs")
+    explicit = {k: got["explicit"]["history"].get(k) for k in keys}
+    wrong = []
+    for name, run in got["omitted"].items():
+        history = {k: run["history"].get(k) for k in keys}
+        if history != explicit:
+            steps = history["train steps"] or []
+            detail = (f" ({len(steps)} epochs, {steps[0]:g} steps each)" if steps and steps != explicit["train steps"]
+                      else "")
+            wrong.append(f"{name}={FIT_DEFAULTS[name]!r}{detail}")
+    assert not wrong, (f"fit trains differently when a setting is left to its default than with the contract's default "
+                       f"passed: {', '.join(wrong)}. Is the signature fit(net, train, validation, optimizer, epochs=25, "
+                       "batch_size=10, device='cpu')?")

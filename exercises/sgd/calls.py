@@ -13,6 +13,16 @@ from labcheck import repro
 from labcheck.untrusted.calls import Registry, require
 
 CALLS = Registry()
+# The contract's signatures as CONTRACT.md states them (tests/test_registry.py checks they agree): named in
+# the message when a submission's own signature cannot take a call.
+CONTRACT = {
+    "initialize_nn": "initialize_nn(param_dict)",
+    "my_nn": "my_nn(input, param_dict)",
+    "sgd_step": "sgd_step(params, lr)",
+    "sgd_momentum_step": "sgd_momentum_step(params, velocities, lr, mu)",
+    "evaluate": "evaluate(param_dict, loader)",
+    "train_sgd": "train_sgd(param_dict, loader, lr=0.01, epochs=20, momentum=0.0)",
+}
 KEYS = ("W0", "b0", "W1", "b1", "W2", "b2")
 
 
@@ -58,11 +68,15 @@ def _tensors(param_dict) -> dict:
 
 @CALLS.call
 def init_params(impl, param_dict: dict, seed: int):
-    """initialize_nn on the grader's seed-style dict, after seeding every RNG with `seed`."""
-    initialize_nn = require(impl, "initialize_nn", ("param_dict",))
+    """initialize_nn on the grader's seed-style dict, after seeding every RNG with `seed`: what it left in the
+    dict (the course's cells ignore the return value) and what it returned."""
+    initialize_nn = require(impl, "initialize_nn", ("param_dict",), CONTRACT["initialize_nn"])
     param_dict = dict(param_dict)
+    given = dict(param_dict)
     repro.seed_everything(seed)
     returned = initialize_nn(param_dict)
+    unchanged = [str(k) for k, v in param_dict.items() if k in given and v is given[k] and isinstance(v, torch.Tensor)
+                 and not v.requires_grad]
     meta = {}
     for key, value in param_dict.items():
         if isinstance(value, torch.Tensor):
@@ -70,14 +84,15 @@ def init_params(impl, param_dict: dict, seed: int):
                               "requires_grad": bool(value.requires_grad), "is_leaf": bool(value.is_leaf)}
         else:
             meta[str(key)] = {"type": type(value).__name__}
-    return {"returned_same_dict": returned is param_dict, "returned_type": type(returned).__name__,
+    return {"returned_same_dict": returned is param_dict, "returned_none": returned is None,
+            "returned_type": type(returned).__name__, "unchanged": unchanged,
             "tensors": _tensors(param_dict), "meta": meta}
 
 
 @CALLS.call
 def forward(impl, params: dict, x, y, shapes: list):
     """my_nn on one batch in each of `shapes`; gradients of the cross-entropy of its (B, 784) output."""
-    my_nn = require(impl, "my_nn", ("input", "param_dict"))
+    my_nn = require(impl, "my_nn", ("input", "param_dict"), CONTRACT["my_nn"])
     params = leaf_params(params)
     outputs = []
     for shape in shapes:
@@ -102,7 +117,7 @@ def forward(impl, params: dict, x, y, shapes: list):
 @CALLS.call
 def sgd_steps(impl, params: dict, x, y, lrs: list):
     """len(lrs) rounds of backward + sgd_step(list of the 6 tensors, lr); the call never zeroes grads."""
-    sgd_step = require(impl, "sgd_step", ("params", "lr"))
+    sgd_step = require(impl, "sgd_step", ("params", "lr"), CONTRACT["sgd_step"])
     params = leaf_params(params)
     plist = [params[k] for k in KEYS]
     trajectory, grads_after = [], []
@@ -117,7 +132,8 @@ def sgd_steps(impl, params: dict, x, y, lrs: list):
 @CALLS.call
 def momentum_steps(impl, params: dict, x, y, lrs: list, mu: float):
     """len(lrs) rounds of backward + sgd_momentum_step(params, velocities, lr, mu), velocities from zeros."""
-    step = require(impl, "sgd_momentum_step", ("params", "velocities", "lr", "mu"))
+    step = require(impl, "sgd_momentum_step", ("params", "velocities", "lr", "mu"),
+                   CONTRACT["sgd_momentum_step"])
     params = leaf_params(params)
     plist = [params[k] for k in KEYS]
     velocities = [torch.zeros_like(p) for p in plist]
@@ -134,16 +150,12 @@ def momentum_steps(impl, params: dict, x, y, lrs: list, mu: float):
 @CALLS.call
 def evaluate_loader(impl, params: dict, x, y, batch_size: int):
     """evaluate(param_dict, DataLoader(x, y, batch_size, no shuffle, last batch kept))."""
-    evaluate = require(impl, "evaluate", ("param_dict", "loader"))
+    evaluate = require(impl, "evaluate", ("param_dict", "loader"), CONTRACT["evaluate"])
     return _pair(evaluate(leaf_params(params), _loader(x, y, batch_size)), "evaluate")
 
 
-@CALLS.call
-def train(impl, params: dict, x, y, batch_size: int, lr: float, epochs: int, momentum: float):
-    """train_sgd from the given parameters on an unshuffled DataLoader (same batches every epoch)."""
-    train_sgd = require(impl, "train_sgd", ("param_dict", "loader"))
-    param_dict = leaf_params(params)
-    result = train_sgd(param_dict, _loader(x, y, batch_size), lr=lr, epochs=epochs, momentum=momentum)
+def _training(result, param_dict: dict) -> dict:
+    """train_sgd's (batch_losses, batch_accuracies) and the parameters it left, as plain data."""
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise TypeError(f"train_sgd should return (batch_losses, batch_accuracies), got {type(result).__name__}")
     losses, accs = result
@@ -153,9 +165,32 @@ def train(impl, params: dict, x, y, batch_size: int, lr: float, epochs: int, mom
 
 
 @CALLS.call
+def train(impl, params: dict, x, y, batch_size: int, lr: float, epochs: int, momentum: float):
+    """train_sgd from the given parameters on an unshuffled DataLoader (same batches every epoch)."""
+    train_sgd = require(impl, "train_sgd", ("param_dict", "loader"), CONTRACT["train_sgd"])
+    param_dict = leaf_params(params)
+    result = train_sgd(param_dict, _loader(x, y, batch_size), lr=lr, epochs=epochs, momentum=momentum)
+    return _training(result, param_dict)
+
+
+@CALLS.call
+def train_defaults(impl, params: dict, x, y, batch_size: int, settings: dict):
+    """train_sgd from the same parameters on the same batches, once with every setting in `settings` passed and
+    once per setting with that one left out (train_sgd's own default then stands in): the grader compares them."""
+    train_sgd = require(impl, "train_sgd", ("param_dict", "loader"), CONTRACT["train_sgd"])
+
+    def run(kwargs: dict) -> dict:
+        param_dict = leaf_params(params)
+        return _training(train_sgd(param_dict, _loader(x, y, batch_size), **kwargs), param_dict)
+
+    return {"explicit": run(dict(settings)),
+            "omitted": {name: run({k: v for k, v in settings.items() if k != name}) for name in settings}}
+
+
+@CALLS.call
 def initialized(impl, param_dict: dict, seed: int):
     """The parameters initialize_nn draws (after seeding every RNG with `seed`); the grader evaluates them."""
-    initialize_nn = require(impl, "initialize_nn", ("param_dict",))
+    initialize_nn = require(impl, "initialize_nn", ("param_dict",), CONTRACT["initialize_nn"])
     param_dict = dict(param_dict)
     repro.seed_everything(seed)
     initialize_nn(param_dict)
@@ -166,8 +201,8 @@ def initialized(impl, param_dict: dict, seed: int):
 def trained(impl, param_dict: dict, seed: int, x_train, y_train, epochs: int, lr: float, momentum: float,
             batch_size: int):
     """initialize_nn then train_sgd on a shuffled loader: the parameters it ends with (evaluated by the grader)."""
-    initialize_nn = require(impl, "initialize_nn", ("param_dict",))
-    train_sgd = require(impl, "train_sgd", ("param_dict", "loader"))
+    initialize_nn = require(impl, "initialize_nn", ("param_dict",), CONTRACT["initialize_nn"])
+    train_sgd = require(impl, "train_sgd", ("param_dict", "loader"), CONTRACT["train_sgd"])
     param_dict = dict(param_dict)
     repro.seed_everything(seed)
     initialize_nn(param_dict)

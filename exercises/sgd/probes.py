@@ -111,7 +111,7 @@ def _steps_inputs(seed: int, lrs: list, batch: int = 64, **extra) -> dict:
 
 PROBES.add("sgd_steps", inputs=lambda seed, lrs, batch=64: _steps_inputs(seed, lrs, batch))
 PROBES.add("momentum_steps", inputs=lambda seed, lrs, mu, batch=64: _steps_inputs(seed, lrs, batch, mu=mu))
-PROBES.passthrough("evaluate_loader", "train")
+PROBES.passthrough("evaluate_loader", "train", "train_defaults")
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ likely mistake when it can. The reference's updates equal torch.optim.SGD bit fo
 (tests/test_sgd.py); a student's `p -= lr * g` matches to float rounding (tolerance "sgd.step").
 Init checks are exact statistical tests at a stated false-failure probability ("sgd.init_stats").
 Band checks use the grading data (the mnist-5k digits) and its bands. The seed gives no points;
-they are weighted by importance (26 in all).
+they are weighted by importance (27 in all).
 """
 import math
 
@@ -15,12 +15,14 @@ import torch
 
 from labcheck import bands, data
 from labcheck.exercises import get
+from labcheck.sandbox import SubmissionFailure
 probes = get("sgd").probes_module()
 
 pytestmark = pytest.mark.exercise("sgd")
 
 LRS = [0.05, 0.05, 0.02, 0.1, 0.01]  # a changing lr: momentum's lr placement only matters then
 MU = 0.9
+TRAIN_DEFAULTS = {"lr": 0.01, "epochs": 20, "momentum": 0.0}  # the contract's train_sgd(param_dict, loader, ...)
 ALPHA = bands.TOLERANCES["sgd.init_stats"]["false_failure"]
 
 
@@ -81,9 +83,10 @@ def init_diagnosis(key: str, std: float) -> str:
 def test_initialize_nn_structure(lab):
     got = lab.call("init_params", seed=0)
     problems = []
-    if not got["returned_same_dict"]:
-        problems.append(f"initialize_nn returned a {got['returned_type']}, not the param_dict it was given "
-                        "(the contract mutates param_dict in place and returns it)")
+    if not (got["returned_same_dict"] or got["returned_none"]) and got["unchanged"]:
+        problems.append(f"initialize_nn returned a new {got['returned_type']} and left param_dict's "
+                        f"{', '.join(got['unchanged'])} as they were: the course's cells call initialize_nn(param_dict) "
+                        "and ignore what it returns, so it must fill param_dict in place")
     meta, tensors = got["meta"], got["tensors"]
     missing = [k for k in probes.KEYS if k not in tensors]
     if missing:
@@ -346,9 +349,39 @@ def test_train_sgd_momentum_trajectory(lab, grading):
     check_training(lab, grading, momentum=MU)
 
 
+def same_training(a: dict, b: dict) -> bool:
+    return (len(a["losses"]) == len(b["losses"]) and close(a["losses"], b["losses"], "sgd.train_losses")
+            and all(close(a["params"][k], b["params"][k], "sgd.train_params") for k in probes.KEYS))
+
+
+@pytest.mark.graded(points=1)
+def test_train_sgd_defaults(lab, grading):
+    """Each default of train_sgd is the contract's: with one setting left out it trains exactly as with the
+    contract's value passed (lr=0.01, epochs=20, momentum=0.0; 3 batches of 32, so 60 steps a run)."""
+    x, y = grading["learn"]["x_train"][:96], grading["learn"]["y_train"][:96]
+    params = {k: v.detach() for k, v in probes.trusted_params(14).items()}
+    got = lab.call("train_defaults", params=params, x=x, y=y, batch_size=32, settings=TRAIN_DEFAULTS)
+    explicit = got["explicit"]
+    wrong = []
+    for name, run in got["omitted"].items():
+        if not same_training(run, explicit):
+            n, want = len(run["losses"]), len(explicit["losses"])
+            wrong.append(f"{name}={TRAIN_DEFAULTS[name]!r}" + (f" ({n} batch losses, not {want})" if n != want else ""))
+    assert not wrong, (f"train_sgd trains differently when a setting is left to its default than with the contract's "
+                       f"default passed: {', '.join(wrong)}. Is the signature train_sgd(param_dict, loader, lr=0.01, "
+                       "epochs=20, momentum=0.0)?")
+
+
 @pytest.mark.graded(points=2)
 def test_train_sgd_learns(lab, grading):
-    loss, acc = lab.call("learns", seed=13, **grading["learn"])
+    try:
+        loss, acc = lab.call("learns", seed=13, **grading["learn"])
+    except SubmissionFailure as e:
+        if "NoneType" not in str(e):
+            raise
+        pytest.fail(f"initialize_nn + train_sgd stopped: a parameter had no gradient (.grad is None) when it was "
+                    f"updated. Does initialize_nn leave some tensors (the biases?) without requires_grad? "
+                    f"See test_initialize_nn_structure.\n{e}")
     budget = {k: probes.LEARN[k] for k in ("epochs", "lr", "momentum", "batch_size")}
     try:
         bands.check_band("sgd.contract.learn_acc", acc, grading["ds"].source)

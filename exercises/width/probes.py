@@ -98,7 +98,7 @@ def _sgd_pass_result(raw, inputs, kwargs) -> dict:
 
 
 PROBES.add("sgd_pass", inputs=_sgd_pass_inputs, result=_sgd_pass_result)
-PROBES.passthrough("train_logs", "divergent_lr", "interpolation")
+PROBES.passthrough("train_logs", "train_defaults", "divergent_lr", "divergent_defaults", "interpolation")
 
 
 def _quadratic_diverges(curvature: float, steps: int = 50):

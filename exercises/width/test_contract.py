@@ -2,7 +2,7 @@
 
 Every test runs a probe of exercises/width/probes.py on the submission (`lab.call`) and on the reference
 (`lab.expect`) with small budgets, and judges here, naming the likely mistake when it can.
-The seed gives no points; they are weighted by importance (14 in all).
+The seed gives no points; they are weighted by importance (16 in all).
 """
 import math
 
@@ -17,6 +17,8 @@ probes = get("width").probes_module()
 pytestmark = pytest.mark.exercise("width")
 
 LN10 = math.log(10.0)
+TRAIN_DEFAULTS = {"passes": 120, "reg_param": 0.0}  # the contract's train_model(..., learning_rate, ...) defaults
+DIVERGENT_DEFAULTS = {"start": 1e-2}  # the contract's find_divergent_lr(diverges, start=1e-2)
 
 
 def close(got, want, key: str) -> bool:
@@ -162,6 +164,23 @@ def test_train_model(lab, small_fashion):
                     "global RNG, zero biases, then one sgd_one_pass per pass, logs after 0..passes passes")
 
 
+@pytest.mark.graded(points=1)
+def test_train_model_defaults(lab, small_fashion):
+    """Each default of train_model is the contract's: with one setting left out its logs are those it gives with the
+    contract's value passed (passes=120, reg_param=0.0; 8 images and a hidden layer of 4: 960 steps a run)."""
+    tiny = {k: v[:8].contiguous() for k, v in small_fashion.items()}
+    got = lab.call("train_defaults", seed=1, hidden_size=4, learning_rate=1e-2, settings=TRAIN_DEFAULTS, **tiny)
+    explicit, wrong = np.asarray(got["explicit"]), []
+    for name, logs in got["omitted"].items():
+        logs = np.asarray(logs)
+        if logs.shape != explicit.shape or not np.array_equal(logs, explicit):
+            rows = f" ({len(logs) - 1} passes logged, not {len(explicit) - 1})" if logs.shape != explicit.shape else ""
+            wrong.append(f"{name}={TRAIN_DEFAULTS[name]!r}{rows}")
+    assert not wrong, (f"train_model trains differently when a setting is left to its default than with the contract's "
+                       f"default passed: {', '.join(wrong)}. Is the signature train_model(X_train, y_train, X_test, "
+                       "y_test, hidden_size, learning_rate, passes=120, reg_param=0.0)?")
+
+
 # Cases: a divergence threshold, or gradient descent on 0.5*L*w^2 (diverges for lr > 2/L).
 DIVERGENCE_CASES = [
     {"kind": "threshold", "value": 3.7e-3, "start": None},
@@ -197,6 +216,20 @@ def test_find_divergent_lr(lab):
         lab.partial(1 - len(failures) / len(DIVERGENCE_CASES), f"{len(failures)} of {len(DIVERGENCE_CASES)} cases wrong")
         pytest.fail("find_divergent_lr must return eta* with diverges(eta*) False and diverges(2*eta*) True:\n"
                     + "\n".join(failures))
+
+
+@pytest.mark.graded(points=1)
+def test_find_divergent_lr_default_start(lab):
+    """find_divergent_lr(diverges) alone searches exactly as with the contract's start=1e-2 passed."""
+    cases = [{"kind": "threshold", "value": 0.3}, {"kind": "threshold", "value": 2e-4},
+             {"kind": "quadratic", "value": 70.0}]
+    got = lab.call("divergent_defaults", cases=cases, settings=DIVERGENT_DEFAULTS)
+    for case, result in zip(cases, got):
+        alone, explicit = result["omitted"]["start"], result["explicit"]
+        assert alone["calls"] == explicit["calls"] and alone["eta"] == explicit["eta"], (
+            f"find_divergent_lr(diverges) tries {alone['calls'][:4]}... and returns {alone['eta']:g}; with start=1e-2 "
+            f"passed it tries {explicit['calls'][:4]}... and returns {explicit['eta']:g} ({case['kind']} "
+            f"{case['value']:g}): is the default start=1e-2, as in the contract's signature?")
 
 
 def _logs(train_acc):

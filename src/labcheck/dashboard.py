@@ -199,17 +199,53 @@ def _figures(graded: list[Graded], folder: Path) -> dict[str, str]:
 # Feedback and the page
 
 
+# What a failure's message says went wrong, first match wins (what_to_check): (marks in the message, next step).
+# A load error or a missing name is never answered with "compare your function with the contract".
+_LOAD_MARKS = ("could not be loaded", "did not finish loading")
+_DATA_MARKS = ("Dataset not found", "download", "Download", "URLError", "urlopen", "No such file or directory",
+               "Name or service not known", "Temporary failure in name resolution")
+WHAT_TO_CHECK = (
+    (("not graded", "exceeded the total grading time", "did not return within"),
+     "Your code was too slow or never returned: look for infinite loops and for work repeated per call."),
+    (("NotImplementedError",),
+     "This is still the starter's stub: write the function (CONTRACT.md says what it must do)."),
+    (("failed at grading time", "ImportError", "ModuleNotFoundError", "No module named"),
+     "A module this function uses cannot be imported where grading runs (the message names the import): "
+     "graded functions may use torch, torchvision, numpy and the standard library; import anything else only "
+     "where it is needed, or leave it out."),
+    (("does not define `",),
+     "The contract's name is missing from what was graded: define it with exactly that name and signature "
+     "(CONTRACT.md), in a code cell of a notebook or at the top level of a .py file."),
+    (("the contract's signature is", "positional parameters; the contract"),
+     "Your function's parameters differ from the contract's (the message shows both): keep the contract's "
+     "parameter names and order; a parameter of your own needs a default."),
+    (("defined a second time", "replaces the first"),
+     "A later definition with the same name replaced this one when the file ran: give each class or function "
+     "its own name, as the contract does."),
+    (("NameError",),
+     "A name your functions use is not defined when the file is loaded on its own."),
+)
+
+
 def what_to_check(test: dict) -> str:
-    """The next step for a student, from how the test failed."""
+    """The next step for a student, from how the test failed: the message's kind of failure (WHAT_TO_CHECK;
+    a file that does not load says why), else the mistakes the test names, else the contract."""
     out = str(test.get("output", ""))
-    if "not graded" in out or "exceeded the total grading time" in out or "did not return within" in out:
-        return "Your code was too slow or never returned: look for infinite loops and for work repeated per call."
-    if "could not be loaded" in out or "did not finish loading" in out:
+    if any(mark in out for mark in _LOAD_MARKS):
+        if "SyntaxError" in out or "IndentationError" in out:
+            return "The file is not valid Python at the line shown: a notebook's `!` and `%` lines belong in a notebook."
+        if any(mark in out for mark in _DATA_MARKS):
+            return ("The file reads or downloads data when it is loaded, and grading has neither your files nor a "
+                    "network: put data loading and training under `if __name__ == '__main__':` or in a function.")
+        if any(mark in out for mark in WHAT_TO_CHECK[2][0]):
+            return WHAT_TO_CHECK[2][1]
+        if "did not finish loading" not in out and "NameError" not in out:
+            return ("The file must load on its own: its top level stopped with the error shown; keep imports, "
+                    "functions, classes and constants there.")
         return "The file must load on its own: keep only imports, functions, classes and constants at the top level."
-    if "NotImplementedError" in out:
-        return "This is still the starter's stub: write the function (CONTRACT.md says what it must do)."
-    if "NameError" in out:
-        return "A name your functions use is not defined when the file is loaded on its own."
+    for marks, advice in WHAT_TO_CHECK:
+        if any(mark in out for mark in marks):
+            return advice
     hints = questions(out)
     if hints:
         return "Check: " + " ".join(hints)

@@ -9,6 +9,7 @@ EXPECTED_FAILURES = (
     "test_sensing_measurements",
     "test_sensing_loss",
     "test_sensing_grad",
+    "test_gradient_descent_step_count",
     "test_gradient_descent_rank_r",
     "test_overparametrized_implicit_regularization",
 )
