@@ -149,10 +149,13 @@ def test_check_grades_the_starter_at_zero_public_points(sgd_handout, capsys):
 def test_check_fails_exactly_the_public_tests_the_grader_fails_with_its_messages(sgd_handout, tmp_path):
     buggy = EXAMPLES / "buggy_no_zero_grad.py"
     home = selfcheck.check_home(sgd_handout)
-    checked = selfcheck.run_public_tests(buggy, "sgd", home, ("--labcheck-answers", home / selfcheck.ANSWERS))
+    handout_secret = selfcheck.read_manifest(sgd_handout)["secret"]  # the inputs its answers were recorded for
+    checked = selfcheck.run_public_tests(buggy, "sgd", home, ("--labcheck-answers", home / selfcheck.ANSWERS),
+                                         secret=handout_secret)
     subprocess.run([sys.executable, "-m", "pytest", str(REGISTRY["sgd"].contract_tests), *grade.GRADER_PYTEST_ARGS,
                     "-m", "public", "--labcheck-exercise", "sgd", "--labcheck-submission", str(buggy),
-                    "--labcheck-results", str(tmp_path / "graded.json"), "--labcheck-min-isolation", "none"],
+                    "--labcheck-results", str(tmp_path / "graded.json"), "--labcheck-min-isolation", "none",
+                    "--labcheck-secret", handout_secret],
                    capture_output=True, env={**os.environ, **grade.GRADER_ENV}, timeout=600)
     graded = json.loads((tmp_path / "graded.json").read_text())
     failed = {t["name"] for t in checked["tests"] if t["status"] == "failed"}
