@@ -37,19 +37,43 @@ def pytest_configure(config):
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+def _skip_without_bands(exercise: str, budget: str, source: str) -> None:
+    from labcheck import bands
+
+    if not bands.has_bands(exercise, budget, source):
+        pytest.skip(bands.missing_band_message(exercise, budget, source))
+
+
+def _band_test(exercise: str, budget: str, result: dict) -> None:
+    """The budget's band test on a run's result: every band its band_tests entry selects (false-failure
+    probability <= bands.FAMILY_FALSE_FAILURE as a whole), each metric looked up on its own data source."""
+    from labcheck import bands
+    from labcheck.exercises import get
+
+    _skip_without_bands(exercise, budget, result["data_source"])
+    metrics = get(exercise).load_reference().band_metrics(result)
+    bands.check_all(exercise, budget, metrics, result["data_source"], result.get("metric_sources"))
+
+
+@pytest.fixture
+def within_bands():
+    """within_bands(exercise, budget, result): skips (naming the command that measures them) when `exercise`
+    has no `budget` bands for the result's data source on this machine, else runs the budget's band test."""
+    return _band_test
+
+
 @pytest.fixture
 def check_bands():
     """check_bands(exercise, budget, source, run) -> run's result: skips (naming the command that measures
     them) when `exercise` has no `budget` bands for `source` on this machine, else calls run(flags) with the
-    budget's flags and the held-out seed, and checks every band of that budget against band_metrics."""
+    budget's flags and the held-out seed and runs the budget's band test on its result."""
     from labcheck import bands, study
+    from labcheck.exercises import get
 
     def check(exercise: str, budget: str, source: str, run):
-        if not bands.has_bands(exercise, budget, source):
-            pytest.skip(bands.missing_band_message(exercise, budget, source))
+        _skip_without_bands(exercise, budget, source)
         result = run([*study.budget_flags(budget), "--seed", str(bands.HELD_OUT_SEED)])
-        metrics = study.load_reference(exercise).band_metrics(result)
-        bands.check_all(exercise, budget, metrics, result["data_source"])
+        _band_test(exercise, budget, result)
         return result
 
     return check

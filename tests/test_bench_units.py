@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from labcheck import paths
-from labcheck.bench import builders, command, fallbacks, grading, harness, results, workload
+from labcheck.bench import builders, command, fallbacks, grading, harness, memory, results, workload
 from labcheck.exercises import get
 from bench_fixtures import restore_threads, small_split  # noqa: F401  (fixtures)
 
@@ -247,12 +247,23 @@ def test_bench_main_prints_the_grading_row(monkeypatch, capsys, small_split, res
         calls.append((exercise, size))
         return grading.GradingResult(exercise, size, 3, 2, 30.0, 20.0, [])
 
+    def fake_memory(exercise, python, submission=None):
+        calls.append(("memory", exercise))
+        peak = memory.Peak(total_mib=600.0, anon_mib=490.0, file_mib=110.0, processes=[{}] * 4, seconds=30.0)
+        return grading.MemoryResult(exercise, "python", "2.14.1+cpu", "cpu", peak, 26.0, 26.0, 0)
+
     monkeypatch.setattr(grading, "measure_grading", fake_measure)
+    monkeypatch.setattr(grading, "measure_package_memory", fake_memory)
     args = argparse.Namespace(exercise="sgd", device="cpu", seconds=0.01, threads=1, grading_class=4)
     assert command.main(args) == 0
-    assert calls == [("sgd", 4)]
-    assert "grading sgd" in capsys.readouterr().out
+    assert calls == [("sgd", 4), ("memory", "sgd")]
+    out = capsys.readouterr().out
+    assert "grading sgd" in out and "grading memory sgd: peak 600 MiB" in out and "target <=768 MB PASS" in out
+    monkeypatch.setenv(grading.MEMORY_ENV, "0")
+    command.main(args)
+    assert calls == [("sgd", 4), ("memory", "sgd"), ("sgd", 4)], "LABCHECK_BENCH_GRADING_MEMORY=0 skips its row"
+    calls.pop()
     monkeypatch.setenv(grading.GRADING_CLASS_ENV, "0")
     args = argparse.Namespace(exercise="sgd", device="cpu", seconds=0.01, threads=1)
     command.main(args)
-    assert calls == [("sgd", 4)], "LABCHECK_BENCH_GRADING_CLASS=0 skips the grading row"
+    assert calls == [("sgd", 4), ("memory", "sgd")], "LABCHECK_BENCH_GRADING_CLASS=0 skips the grading rows"

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from labcheck import claims, paths, study
+from labcheck import claims, paths, procedure, study
 from labcheck.exercises import EXERCISES, REGISTRY, get
 
 CLAIM_FILES = sorted(ex.claims_path for ex in REGISTRY.values() if ex.claims_path.is_file())
@@ -50,11 +50,40 @@ def test_report_and_plot(tmp_path):
     sweep = study.Sweep("demo", "full", [0, 1, 2],
                         [{"data_source": "fashion-mnist", "device": "cpu", "config": {}, "seconds": 1.0,
                           "metrics": {}}] * 3, "serial", "labcheck reproduce demo --seeds 3", 3.5)
-    text = claims.report_markdown("demo", verdicts, sweep, image="claims.png")
-    assert "| `c` | w |" in text and "**reproduced**" in text and "![claims](claims.png)" in text
+    text = claims.report_markdown("demo", verdicts, sweep, images=["claims.png"])
+    assert "| `c` | w |" in text and "**reproduced**" in text and "![claims, page 1 of 1](claims.png)" in text
     assert "2 claims tested as one family" in text and "Holm p = " in text
-    claims.plot(verdicts, tmp_path / "claims.png", "demo")
+    assert claims.plot(verdicts, tmp_path / "claims.png", "demo") == [tmp_path / "claims.png"]
     assert (tmp_path / "claims.png").stat().st_size > 1000
+
+
+def test_plots_are_pages_a_screen_holds_with_the_interval_drawn(tmp_path):
+    """10 measured claims: two pages of at most 3 x 3 panels, each 1386 x 924 px; value claims' intervals drawn."""
+    from PIL import Image
+
+    many = [claim(id=f"c{i}", seed_value=0.5 + i / 1000) for i in range(10)]
+    verdicts = claims.judge_all(many, runs(m=[0.5, 0.51, 0.49]), "fashion-mnist")
+    pages = claims.plot(verdicts, tmp_path / "claims.png", "demo")
+    assert [p.name for p in pages] == ["claims.png", "claims-2.png"]
+    for page in pages:
+        with Image.open(page) as image:
+            assert image.size == (1386, 924), page.name
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    claims._panel(ax, verdicts[0], "tab:green")
+    assert any(label.startswith("interval (level") for label in ax.get_legend_handles_labels()[1])
+    plt.close(fig)
+
+
+def test_report_groups_claims_by_the_seed_section_of_their_line():
+    sections = claims.seed_sections("width")
+    assert claims.section_of(450, sections).startswith("2.0.3 1.3 Finding divergent learning rate")
+    assert claims.section_of(0, sections) == "(no seed line)"
+    verdicts = claims.judge_all([claim(id="late", line=500), claim(id="early", line=450)],
+                                runs(m=[0.5, 0.51, 0.49]), "fashion-mnist")
+    text = "\n".join(claims._grouped_tables(verdicts, sections))
+    assert text.index("### 2.0.3 1.3 Finding") < text.index("`early`") < text.index("### 1.5.2 h=32") < text.index("`late`")
 
 
 @pytest.mark.parametrize("path", CLAIM_FILES, ids=[p.stem for p in CLAIM_FILES])
@@ -117,3 +146,28 @@ def test_every_claim_quotes_its_seed_at_the_stated_line(exercise):
             assert on_line(c.quote, c.line), f"{c.id}: {c.quote!r} is not on line {c.line} of {seed.name}"
     for problem in claims.code_problems(exercise):
         assert on_line(problem["quote"], problem["line"]), problem
+
+
+def test_summary_reasons_are_read_off_the_verdicts_numbers():
+    """An offset in one direction and shared evaluation sets are named only when the verdicts' numbers show them."""
+    def verdict(difference: float, unsampled: float, verdict=claims.REPRODUCED, line=450):
+        outcome = procedure.Outcome("value", 6, "t", 0.5, "e", claims.NOT_REPRODUCED,
+                                    variances=(1e-4, unsampled), difference=difference)
+        return claims.Verdict(claim(line=line), verdict, [0.5], [], "", outcome)
+
+    sections = claims.seed_sections("width")
+    offset = [verdict(-0.01, 4e-4) for _ in range(5)] + [verdict(0.01, 0.0, claims.NOT_REPRODUCED, 500)]
+    text = claims.main_reasons(offset, sections)[0]
+    assert "ours lies above the seed's number in 5 of 6 value claims" in text
+    assert "in 5 of 6 value claims the variance of drawing that one set" in text and "4x the seed-to-seed" in text
+    balanced = [verdict(d, 0.0) for d in (-0.01, 0.01, -0.02, 0.02)]
+    assert claims.main_reasons(balanced, sections) == []
+    missed = [verdict(0.01, 0.0, claims.NOT_REPRODUCED, 500)]
+    assert 'from the seed\'s section "1.5.2 h=32"' in claims.main_reasons(missed, sections)[0]
+
+
+def test_a_quote_with_a_pipe_stays_in_its_cell():
+    verdicts = claims.judge_all([claim(quote="train loss 0.3642| train accuracy 89.89%", line=331)],
+                                runs(m=[0.5, 0.51, 0.49]), "fashion-mnist")
+    row = next(line for line in claims._table(verdicts) if line.startswith("| `c`"))
+    assert row.count(" | ") == 6 and "0.3642\\| train" in row

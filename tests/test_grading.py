@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from labcheck import grade, paths, plugin, sandbox
+from labcheck import grade, paths, plugin, report, sandbox
 
 HOSTILE = paths.tests_dir() / "hostile"
 CONTRACT = HOSTILE / "contract_selftest.py"
@@ -276,8 +276,10 @@ def test_a_grader_that_cannot_start_still_writes_a_complete_report(tmp_path):
     opts.extra_pytest_args = ("--labcheck-no-such-option",)
     res = grade.grade_one(subs[0], opts)
     check_complete(res)
-    assert res["score"] == 0 and "grader process" in res["output"]
-    assert all(t["output"].startswith("not graded: the grader process") for t in res["tests"])
+    # labcheck's failure, not the student's: not graded (never a 0), the details kept for the instructor
+    assert report.NOT_GRADED in res["output"] and "grader process" not in res["output"]
+    assert all(t["output"] == f"not graded: {report.NOT_GRADED}" for t in res["tests"])
+    assert "grader process was called wrongly" in report.not_graded(res)["details"][0]
 
 
 RUNNER = """
@@ -424,3 +426,27 @@ def test_an_import_the_grader_lacks_costs_only_the_functions_that_use_it(tmp_pat
         assert list(lost) == ["test_scale"] and "from torchsummary import summary" in lost["test_scale"], lost
         assert "torchsummary" in r["output"] and "google.colab" in r["output"] and "scipy import random" in r["output"]
         assert len(r["extra_data"]["labcheck"]["load_notes"]) == 4, r["extra_data"]["labcheck"]["load_notes"]
+
+
+def test_a_submission_folder_grades_with_the_students_own_modules(tmp_path):
+    """Issue #28: `sgd.py` plus the student's `helpers.py` it imports could not be graded (the worker got the
+    entry file alone). A folder is one submission: its modules import each other (a package too), tracebacks
+    name the student's own files, and nothing else of the class is visible (a neighbour's file is not)."""
+    klass = tmp_path / "class"
+    (klass / "alice" / "ops").mkdir(parents=True)
+    (klass / "alice" / "submission.py").write_text(
+        "import torch\nfrom helpers import add, means\nfrom ops.linalg import matmul\n\n\n"
+        "def scale(x, s):\n    return helpers_scale(x, s)\n\n\nfrom helpers import scale as helpers_scale\n")
+    (klass / "alice" / "helpers.py").write_text(
+        "def add(a, b):\n    return a + b\n\n\ndef means(rows):\n    return [float(sum(r)) / len(r) for r in rows]\n\n\n"
+        "def scale(x, s):\n    raise ValueError('not written yet')\n")
+    (klass / "alice" / "ops" / "__init__.py").write_text("")
+    (klass / "alice" / "ops" / "linalg.py").write_text("def matmul(a, b):\n    return a @ b\n")
+    (klass / "bob.py").write_text("import helpers\n\n\ndef add(a, b):\n    return helpers.add(a, b)\n")
+    results = grade.grade_many(selftest_submissions([klass]), options(tmp_path / "out"))
+    alice = {t["name"]: t for t in results["alice"]["tests"]}
+    assert {name: t["score"] for name, t in alice.items()} == {"test_add": 1.0, "test_matmul": 2.0, "test_scale": 0.0,
+                                                               "test_means": 2.0}
+    assert "not written yet" in alice["test_scale"]["output"] and "alice/helpers.py" in alice["test_scale"]["output"]
+    bob = {t["name"]: t for t in results["bob"]["tests"]}
+    assert bob["test_add"]["score"] == 0 and "helpers" in bob["test_add"]["output"]  # alice's module is not his

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from labcheck import grade, paths, sandbox
+from labcheck import grade, isolation, paths, sandbox
 from labcheck.exercises import get
 from labcheck.sandbox import LEVELS, Limits, Sandbox, SubmissionFailure
 
@@ -338,3 +338,78 @@ def test_an_ordinary_user_gets_the_same_zygote_and_its_guarantees(as_nobody):
     for name, (score, isolation) in report["graded"].items():
         assert score == 6.0 and isolation["level"] == "whitelist-fs", (name, isolation)
         assert "forked from a zygote" in isolation["details"], (name, isolation)
+
+
+READERS_AND_WRITERS = '''
+import mmap, os
+
+import numpy as np
+import torch
+
+def scratch_works():
+    import tempfile
+    with tempfile.NamedTemporaryFile() as f:  # its TMPDIR, its cwd: its own to write
+        f.write(b"x")
+    open("here.txt", "w").write("ok")
+    return open("here.txt").read()
+
+def read_it(secret):
+    """Every way of reading a file past the audit hook (issue #26): what any of them returned."""
+    got = []
+    tries = [
+        lambda: torch.from_file(secret, size=16, dtype=torch.uint8).numpy().tobytes(),
+        lambda: np.memmap(secret, dtype=np.uint8, mode="r")[:16].tobytes(),
+        lambda: mmap.mmap(os.open(secret, os.O_RDONLY), 16, prot=mmap.PROT_READ)[:16],
+        lambda: torch.from_file("/proc/self/root" + secret, size=16, dtype=torch.uint8).numpy().tobytes(),
+        lambda: torch.from_file(f"/proc/{os.getppid()}/root" + secret, size=16, dtype=torch.uint8).numpy().tobytes(),
+    ]
+    for attempt in tries:
+        try:
+            got.append(bytes(attempt()))
+        except Exception:
+            pass
+    return b"|".join(got).decode(errors="replace")
+
+def write_it(target):
+    """Writers the audit hook never sees: torch.save (C++), numpy's tofile; what they managed to change."""
+    for attempt in (lambda: torch.save(torch.zeros(2), target), lambda: np.zeros(4).tofile(target)):
+        try:
+            attempt()
+        except Exception:
+            pass
+    return os.path.exists(target)
+'''
+
+
+@pytest.mark.parametrize("unshare", [False, True], ids=["hook-only", "no-network"])
+def test_without_bubblewrap_a_root_grader_runs_the_worker_unprivileged(tmp_path, monkeypatch, unshare):
+    """Issue #26: at hook-only (Docker refuses user namespaces: Gradescope, PrairieLearn) torch.from_file,
+    numpy.memmap, mmap and /proc/*/root read the reference past the audit hook, and torch.save wrote into the
+    grader's cache. Run as root without bubblewrap, the worker now becomes `nobody` after confining itself,
+    so what only root may read or write stays closed to every such trick."""
+    if os.geteuid() != 0:
+        pytest.skip("this run is unprivileged already: the worker cannot be root")
+    monkeypatch.setenv(sandbox.BWRAP_ENV, "")
+    if not unshare:
+        monkeypatch.setattr(isolation, "isolation_prefix", lambda: ())
+    vault = Path(tempfile.mkdtemp(prefix="labcheck-root-only-"))  # stands for the grading files: root's alone
+    secret, target = vault / "reference.py", vault / "expected.bin"
+    secret.write_text("def solution(): return 42  # the reference\n")
+    os.chmod(vault, 0o700)
+    changed = []
+    try:
+        for needed in (Path(sys.executable).resolve(), Path(sys.prefix), paths.repo_root() / "src" / "labcheck"):
+            changed += _traversable_for_others(needed)
+        assert sandbox.unprivileged_ids() is not None
+        sub = tmp_path / "rw.py"
+        sub.write_text(READERS_AND_WRITERS)
+        with Sandbox(sub, "_selftest", Limits(timeout=60)) as box:
+            assert box.call("call", name="scratch_works") == "ok"
+            assert box.call("call", name="read_it", args=[str(secret)]) == ""
+            assert box.call("call", name="write_it", args=[str(target)]) is False
+            assert any(d.startswith("runs as uid") for d in box.isolation["details"]), box.isolation
+        assert not target.exists()
+    finally:
+        for folder, mode in reversed(changed):
+            os.chmod(folder, mode)
+        shutil.rmtree(vault, ignore_errors=True)

@@ -2,6 +2,9 @@
 import json
 
 import pytest
+import torch  # noqa: F401  (before pytester's inline runs: they drop what they import, and torch's C extension
+#                           cannot be imported twice; with labcheck's modules already loaded by an earlier test
+#                           module, the inline run was the first to import torch, and the next test failed)
 
 GRADED = '''
 import pytest

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from labcheck import sandbox, submission
+from labcheck import isolation, sandbox, submission
 from labcheck.sandbox import Limits, Sandbox, SubmissionFailure
 
 PROBE_TARGETS = '''
@@ -130,20 +130,25 @@ def test_a_submission_that_cannot_load_fails_fast_after_the_first_call(tmp_path)
         assert "broken.py" in str(first.value)  # the student's file name, not the worker's private copy
 
 
-def test_notebook_keeps_only_definitions():
+def test_notebook_runs_what_the_student_ran():
     nb = {"cells": [
         {"cell_type": "code", "source": ["import torch\n", "%time x = 1\n", "!pip install foo\n", "N = 3\n"]},
         {"cell_type": "code", "source": "def f(x):\n    return x + N\n\nclass C:\n    pass\n\nprint(f(1))\n"},
         {"cell_type": "code", "source": ["for _ in range(10**9):\n", "    train()\n", "w = torch.randn(3)\n"]},
-        {"cell_type": "code", "source": ["this is not python\n"]},
+        {"cell_type": "code", "source": ["this is ( not python\n"]},
         {"cell_type": "markdown", "source": ["def g(): pass"]},
         {"cell_type": "code", "source": ["SIZES: tuple = (1, 2)\n", "import sys; sys.exit(0)\n"]},
     ]}
-    src = submission.notebook_to_source(json.dumps(nb))
+    read = submission.read_notebook(json.dumps(nb))
+    src = read.source
     namespace = {}
     exec(compile(src, "nb", "exec"), namespace)
     assert namespace["f"](1) == 4 and namespace["SIZES"] == (1, 2) and "C" in namespace
-    assert "train" not in src and "print" not in src and "randn" not in src and "g()" not in src
+    assert namespace["w"].shape == (3,)  # a module-level object runs (cheaply)
+    assert "train" not in src and "print" not in src and "g()" not in src and "exit" not in src
+    assert {d.reason.split(" (")[0].split(":")[0] for d in read.dropped} == {
+        "an IPython magic or shell command", "output only", "a top-level loop", "a syntax error",
+        "it ends the program"}
 
 
 def test_folder_entries(tmp_path):
@@ -241,7 +246,7 @@ def guard_only_box(tmp_path_factory):
     path = tmp_path_factory.mktemp("guard") / "tricks.py"
     path.write_text(GUARD_TRICKS)
     mp = pytest.MonkeyPatch()
-    mp.setattr(sandbox, "isolation_prefix", lambda: ())
+    mp.setattr(isolation, "isolation_prefix", lambda: ())
     mp.setenv(sandbox.BWRAP_ENV, "")  # no bubblewrap either: the audit hook (and seccomp) alone
     with Sandbox(path, "_selftest", Limits(timeout=20)) as b:
         yield b
@@ -254,7 +259,7 @@ def test_installed_native_libraries_load_and_nothing_else_does(tmp_path, monkeyp
     alone (a worker of its own: guard_only_box's tricks leave os.path.realpath patched)."""
     path = tmp_path / "tricks.py"
     path.write_text(GUARD_TRICKS)
-    monkeypatch.setattr(sandbox, "isolation_prefix", lambda: ())
+    monkeypatch.setattr(isolation, "isolation_prefix", lambda: ())
     monkeypatch.setenv(sandbox.BWRAP_ENV, "")
     installed = str(Path(torch.__file__).parent / "lib" / "libtorch_global_deps.so")
     with Sandbox(path, "_selftest", Limits(timeout=60)) as box:
@@ -331,3 +336,33 @@ def test_a_submission_cannot_change_the_hosts_device_nodes(tmp_path, monkeypatch
             if os.stat(f"/dev/{name}").st_mode != mode:
                 os.chmod(f"/dev/{name}", stat_.S_IMODE(mode))
     assert after == before
+
+
+THREAD_TRICKS = '''
+import threading
+
+def start_threads(n):
+    stop = threading.Event()
+    started = 0
+    try:
+        for _ in range(n):
+            threading.Thread(target=stop.wait, daemon=True).start()
+            started += 1
+    except RuntimeError:
+        pass
+    stop.set()
+    return started
+'''
+
+
+@pytest.mark.parametrize("forked", [False, True], ids=["fresh", "zygote"])
+def test_a_worker_cannot_start_thousands_of_threads(tmp_path, monkeypatch, worker_zygote, forked):
+    """Issue #22: a submission started 10,000 threads (host tasks 156 -> 10,158). As root (RLIMIT_NPROC does not
+    bind root) the worker and the zygote are in a pids cgroup of MAX_TASKS; as an ordinary user RLIMIT_NPROC
+    holds."""
+    monkeypatch.delenv(sandbox.BWRAP_ENV, raising=False)
+    path = tmp_path / "threads.py"
+    path.write_text(THREAD_TRICKS)
+    with Sandbox(path, "_selftest", Limits(timeout=60), zygote=worker_zygote if forked else None) as box:
+        started = box.call("call", name="start_threads", args=[3000])
+    assert started < sandbox.MAX_TASKS

@@ -88,7 +88,7 @@ def test_bands_refuses_too_few_seeds_and_the_held_out_seed(monkeypatch):
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_every_reference_has_the_skeleton(exercise):
     """The reference skeleton of issue #13 (../notes/SKELETON.md): the same names and flags in all five."""
-    module = study.load_reference(exercise)
+    module = get(exercise).load_reference()
     for name in ("Config", "QUICK", "DRY_RUN", "get_args_parser", "main", "band_metrics"):
         assert hasattr(module, name), f"exercises/{exercise}/reference.py lacks {name}"
     args = module.get_args_parser().parse_args(["--seed", "3", "--deterministic", "--quick", "--out", "x"])

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from labcheck import grade, paths, sandbox
+from labcheck import grade, paths, sandbox, zygote_client
 from labcheck.sandbox import Limits, Sandbox
 
 CASES = paths.tests_dir() / "hostile" / "zygote"  # submissions aimed at the zygote, each saying what it does
@@ -42,7 +42,7 @@ def test_nothing_one_students_worker_leaves_reaches_the_next(worker_zygote):
 def test_the_zygote_holds_no_name_or_path_of_a_submission(tmp_path, worker_zygote, monkeypatch):
     """The zygote's memory is every later child's: the request it gets names no student's file."""
     sent = []
-    real = sandbox.socket.send_fds
+    real = zygote_client.socket.send_fds
 
     def spy(sock, buffers, fds, *args):
         sent.append(b"".join(buffers).decode())
@@ -50,7 +50,7 @@ def test_the_zygote_holds_no_name_or_path_of_a_submission(tmp_path, worker_zygot
 
     path = tmp_path / "alice_smith_sgd.py"
     path.write_bytes(LOOK_AROUND.read_bytes())
-    monkeypatch.setattr(sandbox.socket, "send_fds", spy)
+    monkeypatch.setattr(zygote_client.socket, "send_fds", spy)
     with Sandbox(path, "_selftest", Limits(timeout=30), zygote=worker_zygote) as box:
         box.call("call", name="add", args=[0, 0])
     assert sent and not any("alice_smith" in text or str(tmp_path) in text for text in sent)

@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 
 from labcheck import bands, data, repro
 from labcheck.exercises import get
-from labcheck.cli import load_reference
 probes = get("batchnorm").probes_module()
 
 from strategies import SEEDS, rare_counterexamples
@@ -36,7 +35,7 @@ TRACE = {"n_epochs": 3, "batch_size": 64, "lr": 0.01, "momentum": 0.9}
 
 @pytest.fixture(scope="module")
 def ref():
-    return load_reference("batchnorm")
+    return get("batchnorm").load_reference()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from labcheck import bands
 from labcheck.exercises import get
-from labcheck.cli import load_reference
 _probes = get("gradnorms").probes_module()
 linears_in_call_order = _probes.linears_in_call_order
 from strategies import SEEDS, rare_counterexamples
@@ -29,7 +28,7 @@ SCALARS = st.floats(min_value=-3.0, max_value=3.0, allow_nan=False, allow_infini
 
 @pytest.fixture(scope="module")
 def ref():
-    return load_reference("gradnorms")
+    return get("gradnorms").load_reference()
 
 
 def tol(name: str) -> dict:
@@ -253,22 +252,6 @@ def _check_headline_answers(result: dict) -> None:
     assert p2["rank_r_final_distance"] < min(v["final_distance"] for v in p2["overparametrized"].values())
 
 
-
-
-def _check_bands(ref, result: dict, budget: str) -> None:
-    source = result["data_source"]
-    if not bands.has_bands("gradnorms", budget, source):
-        pytest.skip(bands.missing_band_message("gradnorms", budget, source))
-    metrics = ref.band_metrics(result)
-    failures = []
-    for name in ref.CHECKED_BANDS:
-        try:
-            bands.check_band(f"gradnorms.{budget}.{name}", metrics[name], source)
-        except bands.BandError as e:
-            failures.append(str(e))
-    assert not failures, "\n".join(failures)
-
-
 @pytest.fixture(scope="module")
 def quick_run(ref, tmp_path_factory):
     return _run(ref, tmp_path_factory.mktemp("gradnorms_quick"), "--quick", "--seed", str(bands.HELD_OUT_SEED))
@@ -278,15 +261,15 @@ def test_quick_run_gives_the_headline_answers(quick_run):
     _check_headline_answers(quick_run)
 
 
-def test_quick_run_is_within_its_bands(ref, quick_run):
-    _check_bands(ref, quick_run, "quick")
+def test_quick_run_is_within_its_bands(quick_run, within_bands):
+    within_bands("gradnorms", "quick", quick_run)
 
 
 @pytest.mark.slow
-def test_full_run_gives_the_headline_answers_and_stays_in_its_bands(ref, tmp_path):
+def test_full_run_gives_the_headline_answers_and_stays_in_its_bands(ref, tmp_path, within_bands):
     result = _run(ref, tmp_path, "--seed", str(bands.HELD_OUT_SEED))
     _check_headline_answers(result)
-    _check_bands(ref, result, "full")
+    within_bands("gradnorms", "full", result)
 
 
 def test_every_seed_claim_names_a_metric_of_the_full_run(ref, tmp_path):

@@ -945,16 +945,6 @@ def write_plots(out: Path, runs: list[Run], hist: list[dict], train) -> None:
     plot_test_vs_validation(out / "test_vs_validation.png", runs, hist)
 
 
-# The metrics whose bands a single run is checked against on the held-out seed (the tests, scripts/gpu-check):
-# one or two per experiment, each one that the quick budget already trains well above chance (width 16 does not: it stays near chance). At the
-# bands' false-failure probability of FALSE_FAILURE per metric, a correct reference fails this list with
-# probability <= len(CHECKED_BANDS) * FALSE_FAILURE (the other metrics of band_metrics feed the seed claims).
-# FALSE_FAILURE: labcheck.bands.FALSE_FAILURE.
-CHECKED_BANDS = ("adam_lr0.01.val_acc", "adam_lr0.001.val_acc", "sgd_lr0.1.train_acc", "batch_size4.val_acc",
-                 "batchnorm.train_acc", "no_batchnorm.train_acc", "aug_noise0.2_shift_flip.train_acc",
-                 "width512.train_acc", "baseline.val_acc", "intro_adam_lr0.01_batch16.train_acc", "selected.test_acc")
-
-
 def band_metrics(result: dict) -> dict[str, float]:
     """Per run (key from plan): final train accuracy (ours, and the seed's unweighted average the seed printed),
     validation and test accuracy; plus the summaries of 2.9a (baselines) and 2.9b (independent test set)."""

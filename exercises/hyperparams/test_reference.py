@@ -11,13 +11,13 @@ import torch
 from hypothesis import given, strategies as st
 from scipy import stats
 
-from labcheck import bands, cli, data
+from labcheck import bands, data
 from labcheck.exercises import get
 from strategies import SEEDS, rare_counterexamples
 
 pytestmark = pytest.mark.exercise("hyperparams")
 
-ref = cli.load_reference("hyperparams")
+ref = get("hyperparams").load_reference()
 
 SIGMAS = st.floats(min_value=0.05, max_value=0.5, allow_nan=False, allow_infinity=False)
 WIDTHS = st.integers(min_value=2, max_value=600)
@@ -239,22 +239,6 @@ def test_results_do_not_depend_on_the_number_of_processes():
     assert ref.band_metrics(one) == ref.band_metrics(two)
 
 
-
-
-@pytest.fixture(scope="module")
-def untrained_accuracy():
-    """The highest accuracy of five freshly initialised width-128 networks on train, validation and test."""
-    ds = data.load(data.FASHION)
-    x, y = ds.test.flat_float() / 255, ds.test.labels
-    best = 0.0
-    for seed in range(5):
-        torch.manual_seed(seed)
-        net = ref.build_net(128).eval()
-        with torch.no_grad():
-            best = max(best, (net(x).argmax(1) == y).double().mean().item())
-    return best
-
-
 def _study(budget: str, tmp_path_factory) -> dict:
     # The quick study writes no files: its outputs (mostly the plots) took 10 s of its 30 s on its own, and
     # test_dry_run_writes_every_output already writes every one of them.
@@ -274,21 +258,6 @@ def _check_headline_answers(metrics: dict) -> None:
     assert metrics["width512.train_acc"] > metrics["width16.train_acc"], "2.8: a wider network should fit the training set better"
 
 
-def _check_bands(metrics: dict, source: str, budget: str, untrained: float) -> None:
-    if not bands.has_bands("hyperparams", budget, source):
-        pytest.skip(bands.missing_band_message("hyperparams", budget, source))
-    failures = []
-    for name in ref.CHECKED_BANDS:
-        band = bands.get_band(f"hyperparams.{budget}.{name}", source)
-        if "acc" in name and band.contains(untrained):
-            failures.append(f"{name}: band [{band.lo:.3f}, {band.hi:.3f}] accepts an untrained network ({untrained:.3f})")
-        try:
-            bands.check_band(f"hyperparams.{budget}.{name}", metrics[name], source)
-        except bands.BandError as e:
-            failures.append(str(e))
-    assert not failures, "\n".join(failures)
-
-
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory):
     return _study("quick", tmp_path_factory)
@@ -298,18 +267,18 @@ def test_quick_study_gives_the_headline_answers(quick_study):
     _check_headline_answers(ref.band_metrics(quick_study))
 
 
-def test_quick_study_is_within_its_bands(quick_study, untrained_accuracy):
-    _check_bands(ref.band_metrics(quick_study), quick_study["data_source"], "quick", untrained_accuracy)
+def test_quick_study_is_within_its_bands(quick_study, within_bands):
+    within_bands("hyperparams", "quick", quick_study)
 
 
 @pytest.mark.slow
-def test_full_study_gives_the_headline_answers_and_stays_in_its_bands(tmp_path_factory, untrained_accuracy):
+def test_full_study_gives_the_headline_answers_and_stays_in_its_bands(tmp_path_factory, within_bands):
     study = _study("full", tmp_path_factory)
     metrics = ref.band_metrics(study)
     _check_headline_answers(metrics)
     # 2.9b: the run chosen on validation is scored on the test split without having been chosen for it
     assert study["answers"]["2.9b independent test set"]["its test accuracy"] == metrics["selected.test_acc"]
-    _check_bands(metrics, study["data_source"], "full", untrained_accuracy)
+    within_bands("hyperparams", "full", study)
 
 
 def test_every_seed_claim_names_a_metric_of_the_full_study():
@@ -325,5 +294,4 @@ def test_every_seed_claim_names_a_metric_of_the_full_study():
         for metric in filter(None, (claim["metric"], claim["compare"].partition(":")[2])):
             run, _, rest = metric.rpartition(".")
             assert metric in summaries or (run in full_runs and rest in per_run), f"{claim['id']}: {metric}"
-    assert {c["metric"].rpartition(".")[0] for c in claimed if c["metric"]} >= {
-        r.key for r in ref.plan(ref.Config()) if r.label in ref.SEED_NUMBERS}  # (claims nothing measures have none)
+    assert {c["metric"].rpartition(".")[0] for c in claimed if c["metric"]} >= {r.key for r in ref.plan(ref.Config()) if r.label in ref.SEED_NUMBERS}

@@ -264,7 +264,7 @@ def ks_distance_to_normal(z: torch.Tensor) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Contract bands (run on the reference by `labcheck reproduce sgd --write-bands`)
+# Contract bands (run on the reference by `labcheck bands sgd --contract --seeds 10`)
 
 
 def learn_inputs(ds) -> dict:

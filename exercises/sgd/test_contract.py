@@ -44,13 +44,7 @@ def momentum(lab, label: str) -> float:
     return round(lab.rng(label, "momentum").uniform(0.8, 0.95), 3)
 
 
-def close(got, want, key: str) -> bool:
-    try:
-        torch.testing.assert_close(torch.as_tensor(got), torch.as_tensor(want), **bands.tolerance(key),
-                                   check_dtype=False)
-    except (AssertionError, RuntimeError, TypeError, ValueError):
-        return False
-    return True
+close = bands.close  # (got, want, "sgd.<tolerance>")
 
 
 def max_diff(got, want) -> float:
@@ -70,9 +64,8 @@ def grading():
 def trained(grading, draws):
     """Parameters after 3 epochs of the reference recipe from a drawn seed (so evaluate sees a useful network)."""
     from labcheck import core
-    from labcheck.cli import load_reference
 
-    module = load_reference("sgd")
+    module = get("sgd").load_reference()
     inputs, seed = grading["learn"], draws.seed("trained parameters")
     params = module.initialize_nn({}, generator=torch.Generator().manual_seed(seed))
     loader = core.ResidentLoader(inputs["x_train"], inputs["y_train"], batch_size=128, seed=seed)

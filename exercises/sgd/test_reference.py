@@ -22,7 +22,7 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as nps
 from torch.utils.data import DataLoader, TensorDataset
 
-from labcheck import bands, cli
+from labcheck import bands
 from labcheck.exercises import get
 probes = get("sgd").probes_module()
 from strategies import LEARNING_RATES, MOMENTA, SEEDS
@@ -46,7 +46,7 @@ BATCHES = st.integers(min_value=1, max_value=16)
 
 @pytest.fixture(scope="module")
 def ref():
-    return cli.load_reference("sgd")
+    return get("sgd").load_reference()
 
 
 def problem(data, shapes, steps):

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch.nn.functional import cross_entropy
 
-from labcheck import bands, cli, data, repro
+from labcheck import bands, data, repro
 from labcheck.exercises import get
 probes = get("width").probes_module()
 from strategies import SEEDS
@@ -37,7 +37,7 @@ ACCURACY_ROWS = st.lists(st.sampled_from([0.1, 0.5, 0.999, 1.0]), min_size=1, ma
 
 @pytest.fixture(scope="module")
 def ref():
-    return cli.load_reference("width")
+    return get("width").load_reference()
 
 
 def quadratic_diverges(curvature, calls=None):

@@ -36,6 +36,7 @@ import dataclasses
 import fnmatch
 import json
 import math
+import re
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -187,6 +188,33 @@ def code_problems(exercise: str, directory: Path | None = None) -> list[dict]:
     return (_claims_file(exercise, directory) or {}).get("code_problems", [])
 
 
+# A numbered heading of a seed notebook as text: "2.5 Optimization ...", "## 0.3 Exercise 3: ...",
+# "2.0.3 1.3 Finding divergent learning rate" (the converter's number, then the notebook's own).
+SECTION = re.compile(r"^(?:#+\s*)?\d+(?:\.\d+)+\s+(?:\d+(?:\.\d+)*\s+)?[A-Za-z]")
+
+
+def seed_sections(exercise: str) -> list[tuple[int, str]]:
+    """(line, heading) of every numbered heading of the exercise's seed file, in order ([] without the file)."""
+    from labcheck.exercises import EXERCISES, get
+
+    path = get(exercise).seed_path if exercise in EXERCISES else None
+    if path is None or not path.exists():
+        return []
+    return [(number, line.lstrip("# ").strip()[:80])
+            for number, line in enumerate(path.read_text().splitlines(), start=1) if SECTION.match(line)]
+
+
+def section_of(line: int, sections: list[tuple[int, str]]) -> str:
+    """The heading of the seed section holding `line` (the last heading at or above it)."""
+    above = [title for number, title in sections if number <= line]
+    return above[-1] if line and above else "(before the first numbered section)" if line else "(no seed line)"
+
+
+def knife_edges(exercise: str, directory: Path | None = None) -> list[dict]:
+    """Answers that flip under a rounding-level change of a run: {"claim", "note"} each (labcheck.reproducibility)."""
+    return (_claims_file(exercise, directory) or {}).get("knife_edges", [])
+
+
 def load_tables(exercise: str, directory: Path | None = None) -> Tables:
     """The claims file's sampling table and the bands file's limits of `exercise`."""
     from labcheck.exercises import get
@@ -272,7 +300,7 @@ def judge(claim: Claim, runs: list[dict], source: str, budget: str = "full", tab
 VERDICT_ORDER = (REPRODUCED, NOT_REPRODUCED, UNDECIDED, NOT_COMPARABLE)
 
 
-def summary_lines(verdicts: list[Verdict]) -> list[str]:
+def summary_lines(verdicts: list[Verdict], sections: list[tuple[int, str]] = ()) -> list[str]:
     """The counts of each verdict and the family's error rate, for the top of report.md."""
     counts = Counter(v.verdict for v in verdicts)
     tested = sum(1 for v in verdicts if v.outcome is not None)
@@ -284,7 +312,45 @@ def summary_lines(verdicts: list[Verdict]) -> list[str]:
     reasons = Counter(v.detail.split(":", 1)[0] for v in verdicts if v.verdict == NOT_COMPARABLE)
     if reasons:
         lines.append("- not comparable: " + "; ".join(f"{n} {why}" for why, n in reasons.most_common()))
+    lines += [f"- {reason}" for reason in main_reasons(verdicts, sections)]
     return lines
+
+
+def main_reasons(verdicts: list[Verdict], sections: list[tuple[int, str]] = ()) -> list[str]:
+    """The one or two patterns, read off the verdicts' own numbers, that explain most of them: a systematic
+    offset between the seed's numbers and ours, and evaluation sets our seeds share (whose sampling variance
+    the verdicts add), then where the claims not reproduced sit in the seed."""
+    values = [v.outcome for v in verdicts if v.outcome is not None and v.outcome.variances is not None]
+    reasons = []
+    if len(values) >= 3:
+        above = sum(o.difference < 0 for o in values)
+        if max(above, len(values) - above) >= 2 * len(values) / 3:
+            side = "above" if above >= len(values) - above else "below"
+            reasons.append(f"a systematic offset: ours lies {side} the seed's number in "
+                           f"{max(above, len(values) - above)} of {len(values)} value claims")
+        shared = [o.variances[1] / o.variances[0] for o in values if o.variances[1] > 0 and o.variances[0] > 0]
+        if len(shared) >= len(values) / 2:
+            ratio = statistics.median(shared)
+            reasons.append(f"evaluation sets our seeds share: in {len(shared)} of {len(values)} value claims the "
+                           f"variance of drawing that one set (and the seed's own) is {ratio:.2g}x the seed-to-seed "
+                           "variance (median), and each verdict includes it")
+    missed = Counter(section_of(v.claim.line, sections) for v in verdicts if v.verdict == NOT_REPRODUCED)
+    if missed:
+        where, count = missed.most_common(1)[0]
+        reasons.append(f"{count} of {sum(missed.values())} claims not reproduced come from the seed's section "
+                       f"\"{where}\"")
+    return ["what explains most of it: " + "; ".join(reasons[:2])] if reasons else []
+
+
+def _grouped_tables(verdicts: list[Verdict], sections: list[tuple[int, str]]) -> list[str]:
+    """One table per seed section (in the seed's order), each under the section's heading."""
+    by_section: dict[str, list[Verdict]] = {}
+    for v in sorted(verdicts, key=lambda v: v.claim.line or 0):
+        by_section.setdefault(section_of(v.claim.line, sections), []).append(v)
+    lines = []
+    for title, members in by_section.items():
+        lines += [f"### {title}", "", *_table(members), ""]
+    return lines[:-1]
 
 
 def _table(verdicts: list[Verdict]) -> list[str]:
@@ -293,14 +359,15 @@ def _table(verdicts: list[Verdict]) -> list[str]:
     for v in verdicts:
         c = v.claim
         said = f"{c.line}: \"{c.quote}\"" if c.quote else f"{c.line}" if c.line else "-"
-        lines.append(f"| `{c.id}` | {c.what} | {said} | {c.seed_value} | {v.ours_text()} | **{v.verdict}** | "
-                     f"{v.outcome_text()} |")
+        cells = [f"`{c.id}`", c.what, said, str(c.seed_value), v.ours_text(), f"**{v.verdict}**", v.outcome_text()]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")  # a seed's '|' ends no cell
     return lines
 
 
-def report_markdown(exercise: str, verdicts: list[Verdict], sweep, image: str | None = None,
-                    problems: list[dict] = ()) -> str:
-    """report.md: summary, our runs, the seed's claims, our questions, the seed's code problems, notes."""
+def report_markdown(exercise: str, verdicts: list[Verdict], sweep, images: list[str] = (),
+                    problems: list[dict] = (), edges: list[dict] = ()) -> str:
+    """report.md: summary, our runs, the seed's claims, our questions, knife edges, the seed's code problems,
+    notes."""
     prov = sweep.provenance()
     seconds = ", ".join(f"{s:.1f}" for s in prov["seconds"])
     seed_claims = [v for v in verdicts if not v.claim.question]
@@ -308,7 +375,7 @@ def report_markdown(exercise: str, verdicts: list[Verdict], sweep, image: str | 
     lines = [
         f"# {exercise}: the seed notebook's claims against {len(sweep.seeds)} seeds of our reference",
         "",
-        *summary_lines(verdicts),
+        *summary_lines(verdicts, seed_sections(exercise)),
         "",
         "## Our runs",
         "",
@@ -321,14 +388,17 @@ def report_markdown(exercise: str, verdicts: list[Verdict], sweep, image: str | 
         + ". Not comparable: the seed's data or settings differ from ours (said which), or nothing of ours "
         "measures the claim.",
         "",
-        "## What the seed said or printed",
+        "## What the seed said or printed, by the seed's sections",
         "",
-        *_table(seed_claims),
+        *_grouped_tables(seed_claims, seed_sections(exercise)),
     ]
     if questions:
         lines += ["", "## Questions we ask of the seed's data", "",
                   "Hypotheses of ours, not the seed's: a verdict here says nothing of the student's work.", "",
                   *_table(questions)]
+    if edges:
+        lines += ["", "## Knife edges: answers a rounding-level change flips", ""]
+        lines += [f"- `{e['claim']}`: {e['note']}" for e in edges]
     if problems:
         lines += ["", "## The seed's code problems", ""]
         lines += [f"- line {p['line']}, `{p['quote']}`: {p['problem']}" for p in problems]
@@ -337,42 +407,63 @@ def report_markdown(exercise: str, verdicts: list[Verdict], sweep, image: str | 
         c = v.claim
         lines.append(f"- `{c.id}` ({c.where}): seed data {c.seed_data}; seed settings {c.seed_settings}; "
                      f"compared with our `{c.metric}` ({c.compare}; {v.test}); ours: {distribution(v.ours)}.")
-    if image:
-        lines += ["", f"![claims]({image})"]
+    for page, image in enumerate(images, start=1):
+        lines += ["", f"![claims, page {page} of {len(images)}]({image})"]
     return "\n".join(lines) + "\n"
 
 
-def plot(verdicts: list[Verdict], path: Path, title: str) -> None:
-    """One panel per claim: our seeds (dots), their mean, and the seed's value (red star)."""
+PANELS_PER_PAGE = (3, 3)  # rows, columns: 1386 x 924 px at 110 dpi, one screen
+
+
+def plot(verdicts: list[Verdict], path: Path, title: str) -> list[Path]:
+    """Pages of at most 3 x 3 panels, one per claim our runs measure: our seeds (dots), their mean, the seed's
+    value (red star) and, for a value claim, the interval it was judged with (grey). The first page is `path`,
+    the others path-2.png, path-3.png ...; returns the pages."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = max(1, len(verdicts))
-    cols = min(3, n)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    measured = [v for v in verdicts if v.ours] or verdicts[:1]
+    rows, cols = PANELS_PER_PAGE
+    per_page = rows * cols
+    pages = [measured[i:i + per_page] for i in range(0, len(measured), per_page)] or [[]]
     colors = {REPRODUCED: "tab:green", NOT_REPRODUCED: "tab:red", UNDECIDED: "tab:orange", NOT_COMPARABLE: "tab:gray"}
-    for ax, v in zip(axes.flat, verdicts):
-        columns = [(v.claim.metric or "-", v.ours)]
-        if v.claim.other_metric:
-            columns.append((v.claim.other_metric, v.other))
-        for x, (_, values) in enumerate(columns):
-            ax.plot([x] * len(values), values, "o", color="tab:blue", alpha=0.6)
-            if values:
-                ax.plot([x - 0.2, x + 0.2], [statistics.fmean(values)] * 2, color="tab:blue")
-        if isinstance(v.claim.seed_value, (int, float)) and not isinstance(v.claim.seed_value, bool):
-            ax.plot([0], [v.claim.seed_value], "*", color="red", markersize=14, label="seed notebook")
-            ax.legend(fontsize=7, loc="best")
-        ax.set_xticks(range(len(columns)), [name for name, _ in columns], fontsize=7)
-        ax.set_xlim(-0.6, len(columns) - 0.4)
-        ax.set_title(f"{v.claim.id}: {v.verdict}", fontsize=9, color=colors[v.verdict])
-        ax.tick_params(axis="y", labelsize=7)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(verdicts):]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    paths = []
+    for number, page in enumerate(pages, start=1):
+        page_path = path if number == 1 else path.with_name(f"{path.stem}-{number}{path.suffix}")
+        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+        for ax, v in zip(axes.flat, page):
+            _panel(ax, v, colors[v.verdict])
+        for ax in list(axes.flat)[len(page):]:
+            ax.axis("off")
+        fig.suptitle(f"{title} (page {number} of {len(pages)})", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(page_path, dpi=110)
+        plt.close(fig)
+        paths.append(page_path)
+    return paths
+
+
+def _panel(ax, v: Verdict, color: str) -> None:
+    """One claim: our values per metric, their mean, the seed's value and the judged interval."""
+    columns = [(v.claim.metric or "-", v.ours)]
+    if v.claim.other_metric:
+        columns.append((v.claim.other_metric, v.other))
+    interval = v.interval()
+    if interval:
+        ax.fill_between([-0.4, 0.4], [interval[0]] * 2, [interval[1]] * 2, color="0.85",
+                        label=f"interval (level {v.step.level:.2g})")
+    for x, (_, values) in enumerate(columns):
+        ax.plot([x] * len(values), values, "o", color="tab:blue", alpha=0.6)
+        if values:
+            ax.plot([x - 0.2, x + 0.2], [statistics.fmean(values)] * 2, color="tab:blue")
+    if isinstance(v.claim.seed_value, (int, float)) and not isinstance(v.claim.seed_value, bool):
+        ax.plot([0], [v.claim.seed_value], "*", color="red", markersize=14, label="seed notebook")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+    ax.set_xticks(range(len(columns)), [name[-40:] for name, _ in columns], fontsize=7)
+    ax.set_xlim(-0.6, len(columns) - 0.4)
+    ax.set_title(f"{v.claim.id}: {v.verdict}"[:60], fontsize=9, color=color)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.grid(alpha=0.3)

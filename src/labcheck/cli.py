@@ -28,14 +28,6 @@ from pathlib import Path
 from labcheck import paths
 from labcheck.exercises import EXERCISES, REGISTRY
 
-def load_reference(exercise: str):
-    """Import exercises/<exercise>/reference.py by path (Exercise.load_reference); a missing file ends the command."""
-    try:
-        return REGISTRY[exercise].load_reference()
-    except FileNotFoundError as e:
-        raise SystemExit(f"labcheck: {e}") from None
-
-
 def exercise_table() -> str:
     """The README's table of exercises, made from the registry (`labcheck list --markdown`)."""
     rows = ["| id | seed notebook | data | what is reproduced |", "| --- | --- | --- | --- |"]
@@ -58,7 +50,8 @@ def cmd_list(args) -> int:
 def cmd_data(args) -> int:
     from labcheck import data
 
-    rows = [data.describe(name, args.root, allow_download=args.download) for name in (data.MNIST, data.FASHION)]
+    names = tuple(getattr(args, "only", None) or (data.MNIST, data.FASHION))
+    rows = [data.describe(name, args.root, allow_download=args.download) for name in names]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -74,7 +67,10 @@ def cmd_data(args) -> int:
 
 
 def cmd_reproduce(args, rest: list[str]) -> int:
-    module = load_reference(args.exercise)
+    try:
+        module = REGISTRY[args.exercise].load_reference()
+    except FileNotFoundError as e:  # a missing reference ends the command with its path, no traceback
+        raise SystemExit(f"labcheck: {e}") from None
     ref_args = module.get_args_parser().parse_args(rest)
     result = module.main(ref_args)
     return int(result) if isinstance(result, int) else 0
@@ -145,6 +141,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", metavar="DIR", default=None, help="extra folder to search first (default: None)")
     p.add_argument("--download", action="store_true", help="allow a torchvision download (default: False)")
     p.add_argument("--json", action="store_true", help="print JSON (default: False)")
+    p.add_argument("--only", action="append", default=None, metavar="NAME", choices=("mnist", "fashion-mnist"),
+                   help="only this data set, mnist or fashion-mnist; repeatable (default: both)")
     p = sub.add_parser("reproduce", help="run an exercise's reference; other flags go to exercises/ID/reference.py",
                        add_help=False)
     p.add_argument("exercise", choices=EXERCISES, metavar="ID", help="an exercise id (`labcheck list`)")
@@ -204,6 +202,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--grading-class", type=int, default=None, metavar="N",
                    help="submissions in the grading-throughput row; 0 skips it "
                         "(default: $LABCHECK_BENCH_GRADING_CLASS or 20)")
+    p.add_argument("--grading-python", default=None, metavar="PATH",
+                   help="the interpreter whose environment the grading-memory row grades with, as a platform's "
+                        "image would (e.g. a venv with torch's CPU build) (default: $LABCHECK_BENCH_GRADING_PYTHON "
+                        "or this one)")
+    p.add_argument("--grading-submission", default=None, metavar="FILE",
+                   help="the .py the grading-memory row grades, one that scores full marks (default: None, the "
+                        "exercise's examples/correct.py)")
     p.add_argument("--repeats", type=int, default=None, metavar="R",
                    help="measure every case R times, repeat by repeat; a saved run's noise is measured from its "
                         "repeats (default: 3 with --save or --compare, else 1)")

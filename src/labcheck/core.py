@@ -1,4 +1,6 @@
-"""The fast training core shared by every reference: device choice, resident data, honest averages.
+"""The fast training core: device choice, resident data and honest averages (ResidentLoader, Average), used by
+the references; and the compiled ReLU-MLP step with the fused optimizer call (ReluMLPStep, FusedOptimizerStep),
+used by the bench's training cases (labcheck.bench) and their tests only.
 
 The seeds iterate a torchvision Dataset through a DataLoader, converting one PIL image at a
 time; for these small MLPs that conversion dominates (a DataLoader epoch of the Lab-3 MLP at

@@ -28,7 +28,7 @@ import re
 import sys
 from pathlib import Path
 
-from labcheck.report import base_name, isolation_of
+from labcheck.report import NOT_GRADED, base_name, isolation_of, not_graded
 
 FIGURES = "dashboard"  # OUT/dashboard/*.png
 MAX_BARS = 25  # longest failure-rate chart (most frequent first); the tables list everything
@@ -48,6 +48,7 @@ class Graded:
     output: str  # the submission-level message (why it could not be graded, ...)
     file: str = "?"  # the file as the student handed it in
     isolation: str = "?"  # the worker's confinement level (labcheck.sandbox.LEVELS)
+    not_graded: bool = False  # labcheck failed to grade it (report.NOT_GRADED): no grade, not a 0
 
     @property
     def percent(self) -> float:
@@ -74,7 +75,7 @@ def collect(out: Path) -> list[Graded]:
                             float(data.get("score", 0)), float(data.get("max_score", 0)),
                             float(data.get("execution_time", 0) or 0), list(data.get("tests") or []),
                             str(data.get("output") or ""), Path(str(meta.get("submission") or "?")).name,
-                            isolation_of(data)))
+                            isolation_of(data), not_graded(data) is not None))
     return found
 
 
@@ -103,7 +104,7 @@ def questions(text: str) -> list[str]:
 
 
 WHOLE_SUBMISSION = "(whole submission)"  # the "test" of failures that are not one test's: load errors, time-outs
-_WHOLE_MARKS = ("not graded:", "could not be loaded", "did not finish loading")
+_WHOLE_MARKS = ("not graded:", "not run:", "could not be loaded", "did not finish loading")
 
 
 def mistake_key(test: dict) -> tuple[str, str]:
@@ -125,6 +126,8 @@ def mistakes(graded: list[Graded]) -> list[Mistake]:
     """Diagnosed mistakes, most students first (a student counts once per mistake)."""
     groups: dict[tuple[str, str, str], Mistake] = {}
     for g in graded:
+        if g.not_graded:
+            continue  # labcheck's failure, not a mistake of the student's
         for t in g.failed:
             test, text = mistake_key(t)
             key = (g.exercise, test, text)
@@ -141,6 +144,8 @@ def failure_rates(graded: list[Graded]) -> list[tuple[str, float, int]]:
     several = len({g.exercise for g in graded}) > 1
     seen: dict[str, list[bool]] = collections.defaultdict(list)
     for g in graded:
+        if g.not_graded:
+            continue
         lost = {t["name"] for t in g.failed}
         for t in g.tests:
             seen[f"{g.exercise}::{t['name']}" if several else t["name"]].append(t["name"] in lost)
@@ -168,7 +173,8 @@ def _figures(graded: list[Graded], folder: Path) -> dict[str, str]:
         made[title] = name
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.hist([g.percent for g in graded], bins=[i * 10 for i in range(11)], color="#4878a8", edgecolor="white")
+    ax.hist([g.percent for g in graded if not g.not_graded], bins=[i * 10 for i in range(11)], color="#4878a8",
+            edgecolor="white")
     ax.set_xlabel("score (% of the maximum)")
     ax.set_ylabel("submissions")
     ax.yaxis.get_major_locator().set_params(integer=True)
@@ -202,7 +208,9 @@ def _figures(graded: list[Graded], folder: Path) -> dict[str, str]:
 def what_to_check(test: dict) -> str:
     """The next step for a student, from how the test failed."""
     out = str(test.get("output", ""))
-    if "not graded" in out or "exceeded the total grading time" in out or "did not return within" in out:
+    if NOT_GRADED in out:
+        return "Nothing: this test could not be graded because of a problem on our side, not in your code."
+    if "not run:" in out or "exceeded the total grading time" in out or "did not return within" in out:
         return "Your code was too slow or never returned: look for infinite loops and for work repeated per call."
     if "could not be loaded" in out or "did not finish loading" in out:
         return "The file must load on its own: keep only imports, functions, classes and constants at the top level."
@@ -233,6 +241,9 @@ def findings(g: Graded) -> list[Finding]:
 
 
 def _headline(g: Graded) -> str:
+    if g.not_graded:
+        return (f"Exercise `{g.exercise}`, file `{g.file}`: **not graded** ({NOT_GRADED}); "
+                f"{g.max_score:g} points possible.")
     return (f"Exercise `{g.exercise}`, file `{g.file}`: **{g.score:g} / {g.max_score:g}** ({g.percent:.0f}%), "
             f"graded in {g.seconds:.0f} s.")
 
@@ -328,12 +339,14 @@ def mistake_label(m: Mistake) -> str:
 
 def index_html(graded: list[Graded], ranked: list[Mistake], figures: dict[str, str], links: list[str]) -> str:
     e = html.escape
-    scores = sorted(g.percent for g in graded)
+    scores = sorted(g.percent for g in graded if not g.not_graded)
     median = scores[len(scores) // 2] if scores else 0.0
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>labcheck class dashboard</title>"
              f"<style>{_STYLE}</style></head><body><h1>Class dashboard</h1>",
              f"<p>{len(graded)} submissions ({', '.join(sorted({g.exercise for g in graded}))}); median score "
-             f"{median:.0f}%, full marks: {sum(g.failed == [] for g in graded)}. "
+             f"{median:.0f}%, full marks: {sum(g.failed == [] for g in graded)}"
+             + (f", <b>not graded (grading failed on our side): {sum(g.not_graded for g in graded)}</b>"
+                if any(g.not_graded for g in graded) else "") + ". "
              + " ".join(f"<a href='{e(link)}'>{e(link)}</a>" for link in links) + "</p>"]
     for title, name in figures.items():
         parts.append(f"<figure><figcaption><h2>{e(title)}</h2></figcaption>"
@@ -357,8 +370,9 @@ def index_html(graded: list[Graded], ranked: list[Mistake], figures: dict[str, s
     for g in graded:
         lost = ", ".join(sorted({base_name(t["name"]) for t in g.failed})) or "-"
         rows.append(f"<tr><td>{e(g.name)}</td><td>{e(g.file)}</td><td>{e(g.exercise)}</td>"
-                    f"<td class='n' data-sort='{g.score:g}'>{g.score:g}/{g.max_score:g}</td>"
-                    f"<td class='n'>{g.percent:.0f}</td><td>{e(lost)}</td><td>{e(g.isolation)}</td>"
+                    + (f"<td class='n' data-sort='-1'>not graded</td><td class='n'>-</td>" if g.not_graded else
+                       f"<td class='n' data-sort='{g.score:g}'>{g.score:g}/{g.max_score:g}</td>"
+                       f"<td class='n'>{g.percent:.0f}</td>") + f"<td>{e(lost)}</td><td>{e(g.isolation)}</td>"
                     f"<td class='n'>{g.seconds:.0f}</td><td><a href='{e(g.name)}/feedback.html'>feedback</a> "
                     f"<a href='{e(g.name)}/results.json'>results.json</a></td></tr>")
     parts.append(_table("students", ["submission", "file", "exercise", "score", "%", "lost points on", "isolation",

@@ -16,9 +16,17 @@ the reason). A finished results.json records the sha256 of the submission and of
 tests, so a second run skips what is already graded (resume) unless --fresh. Then
 OUT/gradebook.csv, OUT/summary.md and a terminal summary are written from the results files.
 
-Submissions: a .py file, a .ipynb (only imports, defs, classes and constant assignments are
-used), a folder holding one submission (<id>.py, submission.py, <id>.ipynb or __init__.py), or a
-class folder whose every entry (.py, .ipynb or sub-folder) is one submission.
+Submissions: a .py file, a .ipynb (graded as the student ran it: labcheck.submission's rule, whose
+account of what ran and what was left out heads results.json's `output`, so feedback.md), a folder
+holding one submission (<id>.py, submission.py, <id>.ipynb or __init__.py), or a class folder whose
+every entry (.py, .ipynb or sub-folder) is one submission.
+
+A grading failure is never the student's zero. What goes wrong on labcheck's side (a graded test that
+failed on an exception of ours: labcheck.plugin.labcheck_failure; contract tests that do not import; a
+grader process that stopped for a reason other than the submission's time; a bug in this module) marks the
+results not graded: report.NOT_GRADED for the student, extra_data.labcheck.not_graded with the details for
+the instructor, "not graded" in gradebook.csv and summary.md, nothing in the LMS exports, and `labcheck
+grade` lists them and exits with status 3.
 """
 from __future__ import annotations
 
@@ -43,6 +51,8 @@ from labcheck.exercises import EXERCISES, REGISTRY, get
 from labcheck.roster import RosterError
 from labcheck.sandbox import ZYGOTE_ENV, Limits, WorkerZygote
 from labcheck.submission import SUBMISSION_SUFFIXES, is_single_submission_folder
+
+NOT_GRADED_EXIT = 3  # `labcheck grade`'s exit status when labcheck failed to grade some submission
 
 DEFAULT_TOTAL_TIMEOUT = 900.0  # seconds a whole submission may take, all tests together
 
@@ -212,7 +222,8 @@ def is_finished(sub: Submission, out: Path) -> bool:
     data = load_results(results_path(sub, out))
     meta = ((data or {}).get("extra_data") or {}).get("labcheck") or {}
     return (meta.get("finished") is True and meta.get("sha256") == sha256_of(sub.path)
-            and meta.get("grader_sha256") == grader_fingerprint(sub))
+            and meta.get("grader_sha256") == grader_fingerprint(sub)
+            and not meta.get("not_graded"))  # labcheck's failure: graded again by the next run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +275,7 @@ def _complete(results: dict | None, sub: Submission, reason: str | None) -> dict
         if not_run or t.get("status") not in ("passed", "failed", "skipped"):
             t["score"] = 0.0
             t["status"] = "failed"
-            t["output"] = f"not graded: {reason or 'the grading session ended before this test ran'}"
+            t["output"] = f"not run: {reason or 'the grading session ended before this test ran'}"
         fixed.append(t)
     return report.gradescope_results(fixed, output=reason or "")
 
@@ -388,6 +399,25 @@ class WorkerZygotes:
             zygote.close()
 
 
+def notebook_notes(sub: Submission) -> tuple[dict | None, list[str]]:
+    """(account as data, lines for the student) of a notebook submission: what runs at grading time, what is
+    left out and why (labcheck.submission.notebook_report; parsed here, nothing of it executes). The platform
+    packages show the same lines, since they grade through grade_one."""
+    from labcheck.submission import notebook_account, notebook_report, read_notebook, submission_entry
+
+    try:
+        entry = submission_entry(Path(sub.path), sub.exercise)
+    except (OSError, ValueError):  # refused or missing: the tests say why
+        return None, []
+    if entry.suffix != ".ipynb":
+        return None, []
+    try:
+        nb = read_notebook(entry.read_text(encoding="utf-8", errors="replace"))
+    except Exception as e:  # the worker reports the same failure as the load error of every test
+        return None, [f"The notebook could not be read: {type(e).__name__}: {e}"]
+    return notebook_account(nb), notebook_report(nb)
+
+
 def grade_one(sub: Submission, opts: Options, zygotes: WorkerZygotes | None = None) -> dict:
     """Grade `sub` in its own grader process; always returns (and writes) a complete results dict."""
     out_dir = Path(opts.out) / sub.out_name
@@ -399,9 +429,11 @@ def grade_one(sub: Submission, opts: Options, zygotes: WorkerZygotes | None = No
     sha = sha256_of(sub.path)
     start = time.monotonic()
     reason = None
+    ours = False  # the reason is labcheck's failure, not the submission's (results not graded)
     if not sub.tests.is_file():
         reason = f"no contract tests for exercise {sub.exercise!r} ({sub.tests})"
         code = None
+        ours = True
     else:
         env = dict(os.environ)
         env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
@@ -441,6 +473,7 @@ def grade_one(sub: Submission, opts: Options, zygotes: WorkerZygotes | None = No
             what = {2: "was interrupted", 3: "hit an internal error", 4: "was called wrongly",
                     5: "collected no graded tests"}.get(code, f"stopped with exit code {code}")
             reason = f"the grader process {what}; its last output:\n{tail}"
+            ours = True  # (the submission runs in its own worker: it cannot stop the grader)
     if _INTERRUPTED.is_set():
         partial_file.unlink(missing_ok=True)
         raise Interrupted(sub.name)
@@ -448,16 +481,26 @@ def grade_one(sub: Submission, opts: Options, zygotes: WorkerZygotes | None = No
     graded_by = ((partial or {}).get("extra_data") or {}).get("labcheck") or {}
     isolation, load_notes = graded_by.get("isolation"), list(graded_by.get("load_notes") or [])
     results = _complete(partial, sub, reason)
-    if (partial or {}).get("output") and not reason:  # the grader's notes for the student: what did not load
-        results["output"] = str(partial["output"])
+    # for the student: the notebook's account (what ran, what was left out and why), then what the worker said
+    # while loading, or why grading stopped (not when that is ours: the instructor's details stay in extra_data)
+    notebook, notebook_lines = notebook_notes(sub)
+    said = reason if reason and not ours else str((partial or {}).get("output") or "")
+    results["output"] = "\n\n".join(part for part in ("\n".join(notebook_lines), said) if part)
     results["execution_time"] = round(time.monotonic() - start, 2)
     results["extra_data"] = {"labcheck": {
         "finished": True, "exercise": sub.exercise, "submission": str(sub.path), "sha256": sha,
         "grader_sha256": grader_fingerprint(sub), "tests": str(sub.tests), "grader_exit_code": code,
         "expected_failures": list(sub.expected_failures) if sub.expected_failures is not None else None,
-        "isolation": isolation, "load_notes": load_notes,
+        "isolation": isolation, "load_notes": load_notes, "notebook": notebook,
+        # reference answers this grading computed (0: every one came from the expected-answer cache)
+        "expected_computed": graded_by.get("expected_computed"),
         "inputs": graded_by.get("inputs"),  # which secret the inputs came from (labcheck.secret.secret_id)
     }}
+    unchecked = graded_by.get("not_graded") if isinstance(graded_by.get("not_graded"), dict) else None
+    if ours:
+        report.mark_not_graded(results, [], [reason] + list((unchecked or {}).get("details") or []))
+    elif unchecked:
+        report.mark_not_graded(results, list(unchecked.get("tests") or []), list(unchecked.get("details") or []))
     report.write_json_atomic(results_file, results)
     partial_file.unlink(missing_ok=True)
     return results
@@ -516,8 +559,11 @@ def _grade_many(subs: list[Submission], opts: Options, progress=None) -> dict[st
             except Interrupted:
                 continue
             except Exception as e:  # a bug of ours must not cost the other submissions their grades
-                res = _complete(None, sub, f"labcheck could not grade this submission: {type(e).__name__}: {e}")
-                done[sub.name] = res
+                import traceback
+
+                res = _complete(None, sub, None)
+                done[sub.name] = report.mark_not_graded(res, [], [
+                    f"labcheck could not grade this submission: {type(e).__name__}: {e}\n{traceback.format_exc()}"])
             if progress:
                 progress(sub, done[sub.name], resumed=False)
     except KeyboardInterrupt:
@@ -654,8 +700,9 @@ def main(args) -> int:
         progress.close()
     rows = report.rows(subs, results, roster)
     report.write_gradebook(opts.out / "gradebook.csv", rows)
-    if roster is not None:
-        write_lms_exports(opts.out, rows, getattr(args, "assignment", None) or f"labcheck {args.exercise}")
+    if roster is not None:  # a submission labcheck failed to grade has no grade to export
+        write_lms_exports(opts.out, [r for r in rows if not r["not_graded"]],
+                          getattr(args, "assignment", None) or f"labcheck {args.exercise}")
     summary = report.summary_markdown(rows, examples=examples)
     (opts.out / "summary.md").write_text(summary)
     print()
@@ -665,6 +712,15 @@ def main(args) -> int:
     index = dashboard.write(opts.out)  # from the results.json files: the same after a resumed run
     print(f"\n{len(subs)} graded in {time.monotonic() - start:.0f} s; gradebook {opts.out / 'gradebook.csv'}, "
           f"summary {opts.out / 'summary.md'}" + (f", dashboard {index}" if index else ""))
+    failed = [r for r in rows if r["not_graded"]]
+    if failed:  # never a silent 0: the instructor must see these and grade them again
+        print(f"\nlabcheck grade: NOT GRADED, grading failed on our side for {len(failed)} submission(s) (their "
+              f"students were told; details in {opts.out / 'summary.md'} and each results.json's "
+              "extra_data.labcheck.not_graded):", file=sys.stderr)
+        for r in failed:
+            first = next(iter(r["not_graded_details"]), "").strip().splitlines()
+            print(f"  {r['name']}: {first[0][:160] if first else '(no details)'}", file=sys.stderr)
+        return NOT_GRADED_EXIT
     if examples:
         return 0 if all(r["expectation_met"] for r in rows) else 1
     return 0

@@ -121,8 +121,10 @@ It runs the {len(manifest['public_tests'])} public tests ({manifest['public_poin
 gives. {manifest['hidden_tests']} more tests ({manifest['hidden_points']:g} points) grade your submission after you
 submit: passing the public ones is necessary, not sufficient.
 
-Only imports, functions, classes and constants of your file run when it is graded; training loops and
-plots do not. Submit `{exercise}.ipynb` or `{exercise}.py`.
+A notebook is graded as you ran it (cells in the order of their In [n]); its training loops, plots, `!pip`
+lines, downloads and `input()` do not run at grading time, and other module-level code gets 2 s each. A .py
+file runs whole: keep training and plots under `if __name__ == "__main__":`. Submit `{exercise}.ipynb` or
+`{exercise}.py`.
 """
 
 

@@ -26,6 +26,16 @@ so the grader computes every verdict (the trust boundary: `labcheck.untrusted`).
 build is drawn from the session's secret (`lab.seed(label)`, `lab.rng(label)`, or the module-scoped
 `draws` fixture), so no input repeats from one grading run to the next (labcheck.secret).
 
+A grading failure is never the student's zero: a graded test that fails on labcheck's side (an exception
+that is not a verdict: not an AssertionError, SubmissionFailure or pytest.fail, in a probe, a fixture, a
+missing bands, data or reference file) is recorded as not graded (labcheck_failure; report.NOT_GRADED
+for the student, the traceback in extra_data.labcheck.not_graded for the instructor). What fails inside
+`lab.call` before the submission's data is back (the sandbox, the probe's inputs, the reference) is ours at
+once (LabcheckError). Any other such exception, raised after the submission's data came back, first sends
+the same test through once more with the reference answering every `lab.call`: if that run does not fail
+the same way, the exception came from what the submission returned, and it is the student's (a contract
+failure).
+
 Each call's deadline follows the work: max(DEADLINE_FACTOR x the reference's CPU time for the same
 call, DEADLINE_FLOOR) CPU seconds of the worker, read from /proc by the grader, so the verdict does
 not depend on how loaded the machine is; --labcheck-timeout seconds of wall clock stay the cap (a call
@@ -36,6 +46,7 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -44,6 +55,7 @@ from labcheck import paths
 from labcheck.exercises import EXERCISES, REGISTRY
 from labcheck.sandbox import DEFAULT_MIN_ISOLATION, Limits, Sandbox, SubmissionFailure, isolation_level
 
+PACKAGE_DIR = Path(__file__).resolve().parent  # labcheck's own code: an `assert` failing here is a bug of ours
 DEADLINE_FACTOR = 20.0  # a call may use this many times the reference's CPU time for it ...
 DEADLINE_FLOOR = 5.0  # ... but never less than these CPU seconds (first-call warm-up of torch's kernels)
 
@@ -183,6 +195,50 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytest.skip("needs CUDA: torch.cuda.is_available() is False on this machine")
 
 
+class LabcheckError(Exception):
+    """labcheck's own failure while grading (the sandbox, a probe's inputs, the reference): never a verdict."""
+
+
+def labcheck_failure(exc: BaseException) -> bool:
+    """Whether a graded test's exception is labcheck's failure, not a verdict on the submission. Verdicts:
+    SubmissionFailure (the submission failed a call, raised, hung, crashed), an AssertionError of the test
+    (its asserts, torch.testing, pytest.approx) and pytest.fail/skip/xfail. Anything else raised in the grader
+    process is ours (a probe's bug, a missing file, a fixture that broke), and so is a bare `assert` failing
+    inside labcheck's own package (its grader code has none by design; bands.BandError is a verdict)."""
+    if isinstance(exc, SubmissionFailure):
+        return False
+    if isinstance(exc, (pytest.fail.Exception, pytest.skip.Exception, pytest.xfail.Exception)):
+        return False
+    if isinstance(exc, AssertionError):  # (bands.BandError, a subclass raised in the package, is a verdict)
+        frames = traceback.extract_tb(exc.__traceback__)
+        return type(exc) is AssertionError and bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(
+            PACKAGE_DIR)
+    return True
+
+
+class ReferenceLab:
+    """`lab` with the reference answering every `lab.call` (LabcheckState.pytest_pyfunc_call): the same graded
+    test, run on the reference's own results, to tell labcheck's failures from the submission's."""
+
+    is_reference = True
+
+    def __init__(self, session: "LabSession"):
+        self._session = session
+
+    def call(self, probe: str, **kwargs):
+        return self._session.expect(probe, **kwargs)
+
+    def partial(self, fraction: float, note: str = "") -> None:
+        pass
+
+    @property
+    def submission(self) -> Path:
+        return self._session.reference_path()
+
+    def __getattr__(self, name: str):
+        return getattr(self._session, name)
+
+
 class LabSession:
     """What a graded test sees as `lab`: the submission's sandbox and the in-process reference."""
 
@@ -227,14 +283,22 @@ class LabSession:
         return REGISTRY[self.exercise].probes()
 
     def call(self, probe: str, **kwargs):
-        """The probe's result on the submission (raises SubmissionFailure: the test fails with it)."""
-        spec = self.probes[probe]
-        inputs = spec.inputs(**kwargs)
-        _, cpu_seconds = self._reference_raw(spec, inputs)
-        cpu_deadline = max(DEADLINE_FACTOR * cpu_seconds, DEADLINE_FLOOR)
-        start = time.monotonic()
-        raw = self.sandbox.call(spec.call, cpu_timeout=cpu_deadline, **inputs)
-        self.last_call_seconds = time.monotonic() - start  # measured here: a bound on any time the call reports
+        """The probe's result on the submission (raises SubmissionFailure: the test fails with it). What fails
+        before the submission's data is back (the probe's inputs, the reference's answer, the sandbox itself)
+        is labcheck's failure (LabcheckError); only deriving the result from that data can be the student's."""
+        try:
+            spec = self.probes[probe]
+            inputs = spec.inputs(**kwargs)
+            _, cpu_seconds = self._reference_raw(spec, inputs)
+            cpu_deadline = max(DEADLINE_FACTOR * cpu_seconds, DEADLINE_FLOOR)
+            start = time.monotonic()
+            raw = self.sandbox.call(spec.call, cpu_timeout=cpu_deadline, **inputs)
+            self.last_call_seconds = time.monotonic() - start  # measured here: a bound on any time the call reports
+        except (SubmissionFailure, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:
+            raise LabcheckError(f"lab.call({probe!r}) failed before the submission's result was back: "
+                                f"{type(e).__name__}: {e}") from e
         return spec.result(raw, inputs, spec.arguments(**kwargs))
 
     @property
@@ -251,7 +315,9 @@ class LabSession:
 
     def reference_module(self):
         if self._reference is None:
-            self._reference = paths.import_by_path(self.reference_path(), f"labcheck_reference_{self.exercise}")
+            override = self.state.config.getoption("--labcheck-reference")
+            self._reference = (paths.import_by_path(self.reference_path(), f"labcheck_reference_{self.exercise}")
+                               if override else REGISTRY[self.exercise].load_reference())
         return self._reference
 
     def _reference_raw(self, spec, inputs: dict):
@@ -300,6 +366,8 @@ class LabcheckState:
         self.sessions: dict[str, LabSession] = {}
         self.results: list[dict] = []  # graded tests in the order they ran
         self.planned: dict[str, dict] = {}  # nodeid -> entry, every collected graded test (results.json)
+        self.not_graded: dict[str, str] = {}  # nodeid -> what went wrong on labcheck's side (for the instructor)
+        self.collection_errors: list[str] = []  # a contract file that did not import: nothing can be graded
         from labcheck.probes.expected import ExpectedCache, default_folder
 
         folder = config.getoption("--labcheck-expected-cache")
@@ -326,6 +394,33 @@ class LabcheckState:
         for session in self.sessions.values():
             session.close()
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function):
+        """A graded test that failed on what looks like labcheck's side runs again with the reference answering
+        its calls: if that run does not fail the same way, the exception came from what the submission returned
+        (a list where a tensor belongs, a missing key), and it becomes a SubmissionFailure."""
+        try:
+            return (yield)
+        except BaseException as exc:
+            lab = pyfuncitem.funcargs.get("lab")
+            no_rerun = isinstance(exc, (LabcheckError, KeyboardInterrupt, SystemExit))  # ours for sure, or a stop
+            if no_rerun or not (isinstance(lab, LabSession) and not lab.is_reference and labcheck_failure(exc)
+                                and pyfuncitem.get_closest_marker("graded")):
+                raise
+            args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+            args["lab"] = ReferenceLab(lab)
+            try:
+                pyfuncitem.obj(**args)
+                again = None
+            except BaseException as e:
+                again = e
+            if again is not None and labcheck_failure(again):
+                raise  # it fails the same way without the submission: ours (the first exception, as it was)
+            raise SubmissionFailure("contract", f"the grader could not check what your code returned "
+                                    f"({type(exc).__name__}: {exc}); the reference's results pass this test: "
+                                    "compare the types, shapes and keys your function returns with the "
+                                    "contract") from None
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
         outcome = yield
@@ -335,7 +430,17 @@ class LabcheckState:
         if not item.get_closest_marker("graded"):
             return
         if report.when == "call" or (report.when == "setup" and not report.passed):
-            self._record(item, report)
+            ours = None  # what went wrong on labcheck's side, for the instructor
+            if call.excinfo is not None and not report.passed and not report.skipped and labcheck_failure(
+                    call.excinfo.value):
+                exc = call.excinfo.value
+                ours = (f"{item.nodeid} ({report.when}): {type(exc).__name__}: {exc}\n"
+                        + "".join(traceback.format_exception(exc)))[-6000:]
+            self._record(item, report, ours)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collection_errors.append(f"collecting {report.nodeid}:\n{report.longreprtext}"[-6000:])
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """Plan every graded test as 'not run', so a results file is complete even if grading stops early."""
@@ -359,9 +464,14 @@ class LabcheckState:
             entry["not_run"] = True
         return entry
 
-    def _record(self, item: pytest.Item, report: pytest.TestReport) -> None:
+    def _record(self, item: pytest.Item, report: pytest.TestReport, ours: str | None = None) -> None:
         max_score = points_of(item)
-        if report.passed:
+        if ours is not None:  # never the student's zero: no score, a word for them, the details for the instructor
+            from labcheck.report import NOT_GRADED
+
+            score, status, output = 0.0, "failed", f"not graded: {NOT_GRADED}"
+            self.not_graded[item.nodeid] = ours
+        elif report.passed:
             score, status, output = max_score, "passed", ""
         else:
             fraction, note = item.stash.get(PARTIAL_KEY, (0.0, ""))
@@ -379,7 +489,7 @@ class LabcheckState:
         path = self.config.getoption("--labcheck-results")
         if not path:
             return
-        from labcheck.report import gradescope_results, write_json_atomic
+        from labcheck.report import gradescope_results, mark_not_graded, write_json_atomic
 
         tests = []
         for entry in self.planned.values():
@@ -388,10 +498,15 @@ class LabcheckState:
                          if final else "not run (yet)"}
             tests.append(entry)
         notes = self.load_notes()
-        results = gradescope_results(tests, output="What did not load:\n" + "\n".join(f"- {n}" for n in notes)
+        results = gradescope_results(tests, output="Loading your code:\n" + "\n".join(f"- {n}" for n in notes)
                                      if notes else "")
         results["extra_data"] = {"labcheck": {"isolation": self.isolation(), "load_notes": notes,
+                                              "expected_computed": self.expected.computed,
                                               "inputs": self.secret_id}}
+        if self.not_graded or self.collection_errors:
+            names = [self.planned[n]["name"] for n in self.not_graded if n in self.planned]
+            mark_not_graded(results, [] if self.collection_errors else names,
+                            self.collection_errors + list(self.not_graded.values()))
         write_json_atomic(path, results)
 
     def isolation(self) -> dict | None:

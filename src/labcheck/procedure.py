@@ -93,6 +93,8 @@ class Outcome:
     rejection_means: str  # REPRODUCED or NOT_REPRODUCED
     interval: Callable[[float], tuple[float, float]] | None = None  # value: level -> (lo, hi)
     seen: bool = True  # grid: at least one of our runs gives the seed's answer
+    variances: tuple[float, float] | None = None  # value: (seed-to-seed sd^2 (1 + 1/n), unsampled set variance)
+    difference: float | None = None  # value: seed - our mean
 
     @property
     def test(self) -> str:
@@ -151,7 +153,8 @@ def value_test(seed: float, ours: list[float], sampling: Sampling = NO_SAMPLING,
     scale = f" ({(seed - mean) / math.sqrt(total):+.2f} sd of a new run)" if total > 0 else ""
     unsampled_text = f" incl. unsampled set sd {math.sqrt(unsampled):.3g}" if unsampled else ""
     return Outcome("value", n, f"t = {t:.3g}, df {df:.3g}{unsampled_text}", p,
-                   f"seed - ours = {seed - mean:+.4g}{scale}", NOT_REPRODUCED, interval)
+                   f"seed - ours = {seed - mean:+.4g}{scale}", NOT_REPRODUCED, interval,
+                   variances=(seeds_var, unsampled), difference=seed - mean)
 
 
 def _rank_key(value) -> float | None:

@@ -12,6 +12,9 @@ import tempfile
 from pathlib import Path
 
 GRADESCOPE_STATUS = ("passed", "failed")  # what Gradescope's tests[].status accepts
+# What a student reads when a test, or the whole submission, could not be graded because of labcheck, not of
+# the submission (a missing bands or data file, an exception of labcheck's own, a grader that died): never a 0.
+NOT_GRADED = "grading failed on our side; your instructor has been told"
 
 
 def gradescope_results(tests: list[dict], output: str = "") -> dict:
@@ -34,6 +37,30 @@ def gradescope_results(tests: list[dict], output: str = "") -> dict:
     }
     if output:
         results["output"] = output
+    return results
+
+
+def not_graded(results: dict) -> dict | None:
+    """extra_data.labcheck.not_graded of a results.json: {"tests": [...], "details": [...]} for the instructor
+    when labcheck failed to grade (some of) it, else None."""
+    found = (((results or {}).get("extra_data") or {}).get("labcheck") or {}).get("not_graded")
+    return found if isinstance(found, dict) and found else None
+
+
+def mark_not_graded(results: dict, tests: list[str], details: list[str]) -> dict:
+    """`results` (Gradescope-shaped) marked as not graded: the named tests (every test when `tests` is empty)
+    score nothing and say NOT_GRADED, the top-level output says it first, and extra_data.labcheck.not_graded
+    keeps the names and the details (tracebacks, the grader's last output) for the instructor."""
+    names = set(tests) or {t.get("name") for t in results.get("tests", [])}
+    for t in results.get("tests", []):
+        if t.get("name") in names:
+            t.update(score=0.0, status="failed", output=f"not graded: {NOT_GRADED}")
+    results["score"] = round(sum(float(t.get("score") or 0.0) for t in results.get("tests", [])), 4)
+    headline = f"Not graded: {NOT_GRADED}."
+    output = str(results.get("output") or "").replace(headline, "").strip()
+    results["output"] = headline + (f"\n\n{output}" if output else "")
+    meta = results.setdefault("extra_data", {}).setdefault("labcheck", {})
+    meta["not_graded"] = {"tests": sorted(n for n in names if n), "details": [str(d)[:6000] for d in details]}
     return results
 
 
@@ -76,6 +103,7 @@ def rows(subs, results: dict[str, dict], roster=None) -> list[dict]:
         failed = lost_points(res)
         failed_names = sorted({base_name(t["name"]) for t in failed})
         expected = sub.expected_failures
+        unchecked = not_graded(res)
         out.append({
             "name": sub.name,
             "file": Path(sub.path).name,  # as the student named it
@@ -89,8 +117,11 @@ def rows(subs, results: dict[str, dict], roster=None) -> list[dict]:
             "failed_names": failed_names,
             "output": res.get("output", ""),
             "expected": sorted(expected) if expected is not None else None,
-            "expectation_met": expected is None or set(expected) == set(failed_names) and bool(res.get("tests")),
+            "expectation_met": unchecked is None and (expected is None or set(expected) == set(failed_names)
+                                                      and bool(res.get("tests"))),
             "isolation": isolation_of(res),
+            "not_graded": unchecked is not None,  # labcheck failed to grade it (or some of its tests): no grade
+            "not_graded_details": list((unchecked or {}).get("details") or []),
         })
     return out
 
@@ -115,13 +146,36 @@ def write_gradebook(path: str | os.PathLike, table: list[dict]) -> None:
                       for t in r["tests"]}
             who = r.get("student")
             writer.writerow([r["name"], r["file"], *((who.student_id, who.email, who.name) if who else ("", "", "")),
-                             r["exercise"], f"{r['score']:g}", f"{r['max_score']:g}",
+                             r["exercise"], "not graded" if r.get("not_graded") else f"{r['score']:g}",
+                             f"{r['max_score']:g}",
                              *[f"{scores[c]:g}" if c in scores else "" for c in columns]])
 
 
 def first_lines(text: str, n: int = 12, width: int = 200) -> str:
     lines = [line[:width] for line in str(text).strip().splitlines()]
     return "\n".join(lines[:n] + (["..."] if len(lines) > n else []))
+
+
+def score_text(r: dict) -> str:
+    """A row's score as reports show it: "12/26", or "not graded (of 26)" when labcheck failed to grade it."""
+    return f"not graded (of {r['max_score']:g})" if r.get("not_graded") else f"{r['score']:g}/{r['max_score']:g}"
+
+
+def not_graded_section(table: list[dict]) -> list[str]:
+    """Markdown: the submissions labcheck failed to grade, each with what went wrong (for the instructor)."""
+    failed = [r for r in table if r.get("not_graded")]
+    if not failed:
+        return []
+    lines = [f"## Not graded: {len(failed)} submission(s) labcheck failed to grade", "",
+             "Not the students' doing (a file of the grading package missing, an exception of labcheck's own, a "
+             "grader process that died): they were told that grading failed on our side. Fix the cause and run "
+             "the same command again: it grades these again (and resumes the others).", ""]
+    for r in failed:
+        lines += [f"- **{r['name']}** ({r['file']})", "", "  ```"]
+        for detail in r.get("not_graded_details") or ["(no details recorded)"]:
+            lines += ["  " + line for line in first_lines(detail, n=20).splitlines()]
+        lines += ["  ```", ""]
+    return lines
 
 
 def summary_markdown(table: list[dict], examples: bool = False) -> str:
@@ -132,23 +186,24 @@ def summary_markdown(table: list[dict], examples: bool = False) -> str:
         for r in table:
             exp = ", ".join(r["expected"] or []) or "(none)" if r["expected"] is not None else "(no EXPECTED_FAILURES)"
             got = ", ".join(r["failed_names"]) or "(none)"
-            lines.append(f"| {r['name']} | {r['score']:g}/{r['max_score']:g} | {exp} | {got} | "
+            lines.append(f"| {r['name']} | {score_text(r)} | {exp} | {got} | "
                          f"{'yes' if r['expectation_met'] else '**NO**'} | {r['isolation']} |")
     else:
         lines += ["| submission | file | student | exercise | score | % | lost points on | isolation |",
                   "|---|---|---|---|---:|---:|---|---|"]
         for r in table:
-            pct = 100.0 * r["score"] / r["max_score"] if r["max_score"] else 0.0
+            pct = f"{100.0 * r['score'] / r['max_score']:.0f}" if r["max_score"] and not r.get("not_graded") else "-"
             got = ", ".join(r["failed_names"]) or "-"
             who = r["student"].name if r.get("student") else "-"
-            lines.append(f"| {r['name']} | {r['file']} | {who} | {r['exercise']} | {r['score']:g}/{r['max_score']:g} | "
-                         f"{pct:.0f} | {got} | {r['isolation']} |")
+            lines.append(f"| {r['name']} | {r['file']} | {who} | {r['exercise']} | {score_text(r)} | "
+                         f"{pct} | {got} | {r['isolation']} |")
     lines += ["", "Isolation levels, weakest first: none < hook-only < no-network < whitelist-fs (bubblewrap); "
               "each report's extra_data.labcheck.isolation says how its worker was confined.", ""]
+    lines += not_graded_section(table)
     for r in table:
         if not r["failed"] and not r["output"]:
             continue
-        lines += [f"## {r['name']} ({r['score']:g}/{r['max_score']:g})", ""]
+        lines += [f"## {r['name']} ({score_text(r)})", ""]
         if r["output"]:
             lines += ["```", first_lines(r["output"]), "```", ""]
         for t in r["failed"]:
@@ -161,7 +216,9 @@ def summary_terminal(table: list[dict], examples: bool = False) -> str:
     width = max([len(r["name"]) for r in table] + [10])
     out = []
     for r in table:
-        line = f"{r['name']:{width}s}  {r['score']:7g} / {r['max_score']:<7g}  [{r['isolation']}]"
+        score = f"{'NOT GRADED':>7s} / {r['max_score']:<7g}" if r.get("not_graded") else \
+            f"{r['score']:7g} / {r['max_score']:<7g}"
+        line = f"{r['name']:{width}s}  {score}  [{r['isolation']}]"
         if examples:
             mark = "ok " if r["expectation_met"] else "MISMATCH"
             exp = ",".join(r["expected"] or []) if r["expected"] is not None else "?"
@@ -172,4 +229,8 @@ def summary_terminal(table: list[dict], examples: bool = False) -> str:
     if examples:
         bad = sum(not r["expectation_met"] for r in table)
         out.append(f"\n{len(table) - bad}/{len(table)} examples lost points exactly where expected")
+    failed = [r["name"] for r in table if r.get("not_graded")]
+    if failed:
+        out.append(f"\nNOT GRADED (grading failed on our side, not the students'; details in summary.md and each "
+                   f"results.json's extra_data.labcheck.not_graded): {', '.join(failed)}")
     return "\n".join(out)

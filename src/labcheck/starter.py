@@ -82,7 +82,7 @@ def python_source(contract: Contract, reference: Path | None, file_name: str) ->
         """{contract.exercise}: {contract.title}. Your submission: fill in every function and class below.
 
         The exercise and the rules are in CONTRACT.md. Keep the names and signatures: the grader calls them.
-        Only imports, functions, classes and constants run when this file is graded.
+        All of this file runs when it is graded: keep training and plots under `if __name__ == "__main__":`.
 
         Check your work before you submit (the public tests; more tests grade it after you submit):
             {check_command(contract.exercise, file_name)}
@@ -97,9 +97,11 @@ def notebook(contract: Contract, reference: Path | None, file_name: str):
 
     cells = [nbf.new_markdown_cell(f"# `{contract.exercise}`: {contract.title}\n\n{contract.exercise_text}\n\n"
                                    f"## What to implement\n\n{contract.rules}\n\n"
-                                   "Only imports, functions, classes and constants of this notebook run when it is "
-                                   "graded: keep your experiments (training loops, plots) in other cells, and define "
-                                   "every name your functions use in a cell that is graded."),
+                                   "This notebook is graded as you ran it (cells in the order of their In [n]): "
+                                   "training loops, plots, `!pip` lines, downloads and `input()` do not run at "
+                                   "grading time, other module-level code gets 2 s each; so keep training inside "
+                                   "functions, and make what your functions use (a criterion, a device) in a "
+                                   "module-level statement or inside them."),
              nbf.new_code_cell(contract.imports)]
     for entry in contract.entries:
         cells.append(nbf.new_markdown_cell(f"### `{entry.signature}`\n\n{entry.description}"))

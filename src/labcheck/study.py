@@ -34,15 +34,10 @@ def budget_flags(budget: str) -> list[str]:
     return {"quick": ["--quick"], "full": [], "dry": ["--dry-run"]}[budget]
 
 
-def load_reference(exercise: str):
-    """exercises/<exercise>/reference.py, imported by path (Exercise.load_reference)."""
-    return get(exercise).load_reference()
-
-
 def call_reference(exercise: str, function: str, kwargs: dict):
     """exercises/<exercise>/reference.py's `function`(**kwargs), loaded by path in this (runner) process: the target
     through which a reference hands its own independent runs to labcheck.runner."""
-    return getattr(load_reference(exercise), function)(**kwargs)
+    return getattr(get(exercise).load_reference(), function)(**kwargs)
 
 
 def run_reference(exercise: str, argv: list[str]) -> dict:
@@ -51,11 +46,11 @@ def run_reference(exercise: str, argv: list[str]) -> dict:
     Module level so that labcheck.runner can call it in a worker process (the reference file itself is
     imported by path there, never pickled).
     """
-    module = load_reference(exercise)
+    module = get(exercise).load_reference()
     result = module.main(module.get_args_parser().parse_args(argv))
     config = result.get("config", {})
     return {"metrics": {k: float(v) for k, v in module.band_metrics(result).items()},
-            "data_source": result["data_source"], "device": str(result.get("device", config.get("device", "cpu"))),
+            "data_source": result["data_source"], "metric_sources": result.get("metric_sources", {}), "device": str(result.get("device", config.get("device", "cpu"))),
             "config": json.loads(json.dumps(config, default=str))}
 
 
@@ -76,6 +71,11 @@ class Sweep:
         if len(sources) != 1:
             raise ValueError(f"runs of one sweep used different data sources: {sorted(sources)}")
         return sources.pop()
+
+    @property
+    def metric_sources(self) -> dict[str, str]:
+        """Metric-name prefix -> the data source of those metrics, where the runs measured them elsewhere."""
+        return {p: s for r in self.runs for p, s in r.get("metric_sources", {}).items()}
 
     def values(self, metric: str) -> list[float]:
         """The metric of every run that reported it (a run may lack a metric, e.g. no width interpolated)."""
@@ -123,6 +123,8 @@ def command_line(args, subcommand: str) -> str:
         parts.append("--quick")
     if getattr(args, "dry_run", False):
         parts.append("--dry-run")
+    if getattr(args, "contract", False):
+        parts.append("--contract")
     if args.first_seed:
         parts += ["--first-seed", str(args.first_seed)]
     if args.executor:
@@ -153,37 +155,77 @@ def seeds_from(n: int, first: int) -> list[int]:
 def cmd_bands(args) -> int:
     """`labcheck bands ID --seeds N [--quick] [--executor E]`: measure and store the exercise's bands.
     `labcheck bands ID --from-sweep DIR/sweep.json`: store the bands of the runs a `labcheck reproduce ID
-    --seeds N` already made (one full study gives both the claim verdicts and the bands)."""
+    --seeds N` already made (one full study gives both the claim verdicts and the bands).
+    `labcheck bands ID --contract --seeds N`: the bands the graded contract tests check (the probes' own
+    budgets, labcheck.probes.<id>.measure_contract_bands), on the grading data.
+    `labcheck bands ID --rederive`: re-derive the stored bands by the rule from their measurements."""
+    directory = Path(args.bands_dir) if args.bands_dir else None
+    if args.rederive:
+        print(f"re-derived by {bands.RULE!r}: {bands.rederive(args.exercise, directory)}")
+        return 0
+    metric_sources = {}
     if args.from_sweep:
-        budget, source, measured, prov = recorded_sweep(args.exercise, Path(args.from_sweep))
+        budget, source, measured, prov, metric_sources = recorded_sweep(args.exercise, Path(args.from_sweep))
         prov = {**prov, "command": f"{prov['command']} && labcheck bands {args.exercise} --from-sweep "
                                    f"{shlex.quote(str(Path(args.from_sweep).name))}"}
         seeds = prov["seeds"]
     else:
-        budget, seeds = budget_name(args.quick, False), seeds_from(args.seeds, args.first_seed)
+        budget = "contract" if args.contract else budget_name(args.quick, False)
+        seeds = seeds_from(args.seeds, args.first_seed)
     minimum = bands.MIN_RUNS.get(budget, 3)
     if len(seeds) < minimum and not args.allow_few:  # refused before anything runs
         raise SystemExit(f"labcheck: {budget} bands need at least {minimum} seeds (issue #13); got {len(seeds)} "
                          "(--allow-few to measure anyway, e.g. into --bands-dir for a test)")
-    if not args.from_sweep:
+    if args.contract:
+        source, measured, prov = contract_sweep(args.exercise, seeds, command_line(args, "bands"))
+    elif not args.from_sweep:
         sweep = run_sweep(args.exercise, seeds, budget, args.executor, extra_argv=args.reference_args,
                           command=command_line(args, "bands"))
-        source, prov = sweep.data_source, sweep.provenance()
+        source, prov, metric_sources = sweep.data_source, sweep.provenance(), sweep.metric_sources
         measured = {m: sweep.values(m) for m in sweep.metric_names()}
     short = {m: len(v) for m, v in measured.items() if len(v) < 2}
     for m in short:
         print(f"not banded: {m} was reported by {short[m]} of {len(seeds)} runs")
         del measured[m]
-    directory = Path(args.bands_dir) if args.bands_dir else None
-    path = bands.write_sweep(args.exercise, budget, source, measured, prov, directory)
-    print(f"{len(measured)} {budget} bands for data source {source!r} from seeds {seeds} written to {path}")
+    path = bands.write_sweep(args.exercise, budget, source, measured, prov, directory, metric_sources)
+    print(f"{len(measured)} {budget} metrics for data source {source!r} from seeds {seeds} written to {path}")
     print(f"wall time per run (s): {', '.join(f'{s:.1f}' for s in prov['seconds'])}; "
           f"sweep {prov['wall_seconds']:.1f} s")
     return 0
 
 
-def recorded_sweep(exercise: str, path: Path) -> tuple[str, str, dict[str, list[float]], dict]:
-    """(budget, data source, measured values per metric, provenance) of a sweep.json that
+def contract_sweep(exercise: str, seeds: list[int], command: str) -> tuple[str, dict[str, list[float]], dict]:
+    """(data source, measured values per metric, provenance) of the contract probes' band metrics, run on the
+    reference in this process (labcheck.probes.<exercise>.measure_contract_bands, one thread)."""
+    import importlib
+
+    import torch
+
+    module = get(exercise).probes_module()
+    if not hasattr(module, "measure_contract_bands"):
+        raise SystemExit(f"labcheck: the graded tests of {exercise} check no bands (no measure_contract_bands)")
+    reference, measured, seconds = get(exercise).load_reference(), {}, []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        for seed in seeds:  # one at a time, to time each seed
+            begin = time.perf_counter()
+            for metric, values in module.measure_contract_bands(reference, [seed]).items():
+                measured.setdefault(metric, []).extend(values if isinstance(values, list) else [values])
+            seconds.append(round(time.perf_counter() - begin, 2))
+    finally:
+        torch.set_num_threads(threads)
+    wall = time.perf_counter() - start
+    source = measured.pop("__source__")[0]
+    prov = bands.provenance(seeds, "cpu", command, data_source=source, budget="contract", seconds=seconds,
+                            wall_seconds=round(wall, 1), executor="serial", torch_threads_per_run=1,
+                            load_average=_load_average())
+    return source, {f"{k.partition('.')[2]}": v for k, v in measured.items()}, prov
+
+
+def recorded_sweep(exercise: str, path: Path) -> tuple[str, str, dict[str, list[float]], dict, dict[str, str]]:
+    """(budget, data source, measured values per metric, provenance, metric sources) of a sweep.json that
     `labcheck reproduce` wrote; refuses another exercise's sweep, a dry run and the held-out seed."""
     recorded = json.loads(Path(path).read_text())
     prov, runs = recorded["provenance"], recorded["runs"]
@@ -202,7 +244,8 @@ def recorded_sweep(exercise: str, path: Path) -> tuple[str, str, dict[str, list[
     for r in runs:
         for metric, value in r["metrics"].items():
             measured.setdefault(metric, []).append(float(value))
-    return prov["budget"], prov["data_source"], measured, prov
+    metric_sources = {p: s for r in runs for p, s in r.get("metric_sources", {}).items()}
+    return prov["budget"], prov["data_source"], measured, prov, metric_sources
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,23 +270,27 @@ class RecordedSweep:
 
 
 def sweep_from_bands(exercise: str, budget: str, source: str | None = None) -> RecordedSweep:
-    """The `budget` sweep stored in exercises/<exercise>/bands.json (for `source`, or its only source)."""
+    """The `budget` sweep stored in exercises/<exercise>/bands.json (for `source`, or its only source), with
+    the metrics the same runs measured on other sources (part_of_sweep_on: gradnorms' generated problem)."""
     content = json.loads(get(exercise).bands_path.read_text())
     sweeps = content.get("sweeps", {}).get(budget, {})
-    if source is None and len(sweeps) == 1:
-        source = next(iter(sweeps))
-    if source not in sweeps:
+    primary = [s for s, prov in sweeps.items() if "part_of_sweep_on" not in prov]
+    if source is None and len(primary) == 1:
+        source = primary[0]
+    if source not in primary:
         raise SystemExit(bands.missing_band_message(exercise, budget, source or "any")
-                         if not sweeps else f"labcheck: {exercise} has {budget} sweeps on {sorted(sweeps)}; "
+                         if not primary else f"labcheck: {exercise} has {budget} sweeps on {sorted(primary)}; "
                                              "choose one with --source")
     prov = sweeps[source]
+    parts = {source} | {s for s, p in sweeps.items() if p.get("part_of_sweep_on") == source}
     runs = [{"seed": seed, "data_source": source, "metrics": {}} for seed in prov["seeds"]]
     prefix = f"{budget}."
     for name, per_source in content.get("bands", {}).items():
-        entry = per_source.get(source)
-        if name.startswith(prefix) and entry and entry.get("sweep") == [budget, source]:
-            for run, value in zip(runs, entry["measured"]):
-                run["metrics"][name[len(prefix):]] = value
+        for each in parts & set(per_source):
+            entry = per_source[each]
+            if name.startswith(prefix) and entry.get("sweep") == [budget, each]:
+                for run, value in zip(runs, entry["measured"]):
+                    run["metrics"][name[len(prefix):]] = value
     return RecordedSweep(exercise, budget, list(prov["seeds"]), runs, source, prov)
 
 
@@ -267,11 +314,14 @@ def cmd_reproduce_seeds(args) -> int:
     if not args.from_bands:
         (out / "sweep.json").write_text(json.dumps(
             {"exercise": args.exercise, "provenance": sweep.provenance(),
-             "runs": [{k: r[k] for k in ("seed", "data_source", "metrics", "seconds")} for r in sweep.runs]},
+             "runs": [{k: r[k] for k in ("seed", "data_source", "metric_sources", "metrics", "seconds")}
+                      for r in sweep.runs]},
             indent=1) + "\n")
-    claims.plot(verdicts, out / "claims.png", title=f"{args.exercise}: seed claims vs {len(seeds)} seeds ({budget})")
-    report = claims.report_markdown(args.exercise, verdicts, sweep, image="claims.png",
-                                    problems=claims.code_problems(args.exercise))
+    pages = claims.plot(verdicts, out / "claims.png",
+                        title=f"{args.exercise}: seed claims vs {len(seeds)} seeds ({budget})")
+    report = claims.report_markdown(args.exercise, verdicts, sweep, images=[p.name for p in pages],
+                                    problems=claims.code_problems(args.exercise),
+                                    edges=claims.knife_edges(args.exercise))
     (out / "report.md").write_text(report)
     print(report)
     print(f"report in {out / 'report.md'}")
@@ -302,7 +352,11 @@ def add_bands_parser(sub) -> None:
     how.add_argument("--from-sweep", default=None, metavar="FILE",
                      help="the sweep.json of a `labcheck reproduce ID --seeds N` run: band those runs instead "
                           "of running again (default: None)")
+    how.add_argument("--rederive", action="store_true",
+                     help="re-derive the stored bands by the rule from their stored measurements (default: False)")
     add_study_arguments(p, "measure")
+    p.add_argument("--contract", action="store_true",
+                   help="with --seeds: measure the bands the graded contract tests check (default: False)")
     p.add_argument("--bands-dir", default=None, metavar="DIR",
                    help="write <DIR>/<ID>.json instead of exercises/<ID>/bands.json (default: None)")
     p.add_argument("--allow-few", action="store_true",

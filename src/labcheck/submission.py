@@ -1,52 +1,73 @@
 """What counts as a submission, and its source: the one place that knows the accepted file names
-and how a notebook becomes the Python the grader runs.
+and how a notebook becomes the statements the grader runs.
 
     entry_names("width")         -> ("width.py", "submission.py", "width.ipynb", "__init__.py")
     submission_entry(path, "width")   the file to grade inside a folder
     read_submission(path, "width")    (entry, python source)
-    read_notebook(text)               NotebookSource: the kept source and what was dropped, and why
+    read_notebook(text)               NotebookSource: the statements that run, in order, and what is left out, and why
+    notebook_report(nb)               the same account in words, for the student (results.json `output`)
 
-A .py file is executed as it is. A notebook is read the way Jupyter reads it and reduced to what is
-safe to run at import:
-  1. `nbformat` reads every notebook format version (1-4), converts it to v4 and validates it
-     (problems are recorded, not fatal: a hand-edited notebook still grades);
-  2. IPython's own input transformer (`TransformerManager`, what Jupyter runs before executing a
-     cell) turns `%magics`, `!shell` lines and `x?` help into plain Python calls
-     (`get_ipython().system(...)`); the cell bodies of `%%time` and `%%capture` are Python and are
-     read as such, other cell magics (`%%bash`, `%%writefile`, ...) are dropped;
-  3. of every code cell's top-level statements only imports, `def`, `class` and assignments of
-     constants are kept (a constant: a literal, or arithmetic/conditions over literals and kept
-     names, or one of SAFE_CALLS such as `torch.device(...)`). Training loops, prints, plots,
-     `display(...)`, `input()` and magics never reach the worker. An import that fails at grading
-     time (`google.colab`, `from scipy import random`) costs only the functions that use it, in a
-     notebook as in a .py file (labcheck.untrusted.loader.guard_top_level_imports);
-  4. a kept function or class that reads a module global which only a dropped cell assigns
-     (a `model = Net()` or `X = load()` training cell) gets a placeholder for it: the first use of the
-     name raises NameError naming the global, its cell and what to do, instead of "name 'X' is not
-     defined".
+A .py file is executed as it is. A notebook is graded as the student ran it, by one rule:
 
-Where this runs: inside the sandboxed worker, before the guard is installed (labcheck.worker);
-nothing of the student's executes here, the notebook is only parsed.
+  1. Reading. `nbformat` reads every notebook format version (1-4), converts it to v4 and validates it
+     (problems are recorded, not fatal); IPython's own input transformer (what Jupyter runs before a cell)
+     turns `%magics`, `!shell` lines and `x?` help into Python calls (`get_ipython().system(...)`); the
+     bodies of `%%time` and `%%capture` cells are Python, other cell magics (`%%bash`, `%%writefile`) are
+     not; a cell with a syntax error does not run (Jupyter would not run it either).
+  2. Order. Code cells run in the order the student ran them: by their execution count (`In [12]`),
+     ties in file order; a cell without a count (never run in the saved session) runs right after the
+     cell above it in the file, so a notebook without counts runs top to bottom. As in the kernel, a later
+     definition replaces an earlier one: a fixed function placed above its older version but run last is the
+     one graded, with a note whenever run order and cell order disagree.
+  3. What runs. Every top-level statement runs, in that order, statement by statement, except what only
+     makes sense at a desk or on Colab, which is left out (listed for the student, never counted):
+       - IPython magics and shell lines (`%matplotlib`, `!pip install`): IPython only;
+       - anything that calls `input()` (nobody types at grading time) or `sys.exit()`;
+       - data downloads (`download=True`) and Google Colab's `drive.mount`, `files.upload`;
+       - top-level `for`/`while` loops (the training and evaluation loops);
+       - output only: a bare value (`model`), `print`, `display`, plots (`plt.*`, `sns.*`, `.plot()`, ...);
+       - a statement that uses a name only a left-out statement assigns.
+     So module-level objects exist as they did for the student: `criterion = nn.CrossEntropyLoss()`,
+     `device`, `transform = transforms.Compose(...)`, `model = MLP()`.
+  4. Budgets. Imports, `def` and `class` run as in a .py file. Every other statement runs in the sandboxed
+     worker under a CPU budget (labcheck.untrusted.loader: 2 s each, 15 s for the whole notebook, well
+     inside the load's deadline); a statement that raises (a cell left with an error, data that is not
+     there) or runs out of budget (a call that trains) is skipped with a note and costs nothing else: the
+     rest of its cell and of the notebook still runs (the kernel would stop the cell; the grader does not
+     hold one mistake against the rest). An import that fails binds a stand-in that only the functions
+     using it fail on (labcheck.untrusted.loader.guard_top_level_imports), as in a .py file.
+  5. Missing globals. A function that reads a global which only a left-out or failed statement assigns
+     finds a placeholder: its first use raises NameError naming the global, its cell and why it is missing.
+  6. Errors point at cells. Each statement is compiled with the file name "<notebook>, cell 7, In [12]"
+     and the cell's own line numbers, so a traceback reads `"sgd.ipynb, cell 7, In [12]", line 3` and
+     quotes the cell, never the notebook's JSON.
+
+Where this runs: `read_notebook` parses only (nothing of the student's executes here), in the worker
+before it is confined and in the grader for the report; labcheck.untrusted.loader executes the statements.
 """
 from __future__ import annotations
 
 import ast
-import builtins
 import dataclasses
 import symtable
 import warnings
 from pathlib import Path
 
 SUBMISSION_SUFFIXES = (".py", ".ipynb")  # files that can be a submission on their own
-
-SAFE_NODES = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-# Calls a notebook's constant assignment may make: cheap, no side effects, no data.
-SAFE_CALLS = frozenset({"torch.device", "torch.cuda.is_available", "torch.cuda.device_count",
-                        "torch.backends.mps.is_available", "range", "len", "int", "float", "str", "tuple"})
 PYTHON_CELL_MAGICS = ("time", "capture")  # %%magics whose body is Python that runs once, as written
-_CONSTANT_EXPRS = (ast.Constant, ast.Name, ast.Attribute, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.BinOp,
-                   ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Call, ast.keyword, ast.Load,
-                   ast.operator, ast.unaryop, ast.boolop, ast.cmpop, ast.expr_context)
+IMPORT, DEFINITION, CODE = "import", "definition", "code"  # the kinds of statement that run (Statement.kind)
+# Output only: calls that print, plot or display, by name, by the module their name was imported from, or as
+# methods (`ax.plot(...)`, `df.hist()`, `fig.savefig(...)`).
+OUTPUT_CALLS = frozenset({"print", "display", "pprint", "help", "clear_output", "imshow"})
+OUTPUT_MODULES = ("matplotlib", "seaborn", "plotly", "IPython", "torchsummary", "torchviz", "PIL")
+OUTPUT_METHODS = frozenset({"plot", "show", "imshow", "savefig", "hist", "scatter", "bar", "barh", "legend",
+                            "title", "suptitle", "xlabel", "ylabel", "set_title", "set_xlabel", "set_ylabel",
+                            "set_xticks", "set_yticks", "grid", "tight_layout", "subplot", "subplots", "figure",
+                            "axis", "colorbar", "heatmap", "lineplot", "scatterplot", "barplot", "histplot",
+                            "head", "tail", "describe", "info", "render", "display"})
+EXIT_CALLS = frozenset({"sys.exit", "exit", "quit", "os._exit"})
+COLAB_MODULES = ("google.colab",)  # drive.mount(...), files.upload(): Colab only
+LISTED = 15  # left-out statements listed one by one in the student's report (all are in results.json)
 
 
 def entry_names(exercise: str) -> tuple[str, ...]:
@@ -69,19 +90,60 @@ def expected_files_message(exercise: str) -> str:
 
 @dataclasses.dataclass
 class Dropped:
-    cell: str  # "cell 4 (In [7])": where the student finds it
+    """A top-level statement (or cell) left out at grading time: listed for the student, never counted."""
+    cell: str  # "cell 4, In [7]": where the student finds it
     line: int  # line within the cell, 1-based
     code: str  # the statement's first line
     reason: str  # why it does not run at grading time
 
+    @property
+    def where(self) -> str:
+        return f"{self.cell}, line {self.line}"
+
+
+@dataclasses.dataclass
+class Statement:
+    """One top-level statement of a notebook that runs at grading time (labcheck.untrusted.loader)."""
+    cell: str  # "cell 7, In [12]" (also the statement's file name: "<notebook>, cell 7, In [12]")
+    line: int  # its first line within the cell, 1-based (decorators included)
+    code: str  # its source, preceded by line-1 empty lines so that compiled line numbers are the cell's
+    kind: str  # IMPORT, DEFINITION or CODE (only CODE runs under a CPU budget)
+    names: tuple[str, ...]  # module-level names it binds
+
+    @property
+    def where(self) -> str:
+        return f"{self.cell}, line {self.line}"
+
+    @property
+    def first(self) -> str:
+        return self.code.strip().splitlines()[0][:100]
+
 
 @dataclasses.dataclass
 class NotebookSource:
-    source: str  # the Python the worker executes
+    statements: list[Statement]  # what runs, in run order
+    cells: dict[str, str]  # cell label -> its text as the student wrote it (tracebacks quote it)
     nbformat: tuple[int, int]  # the version the file was written in
-    dropped: list[Dropped]  # top-level statements that do not run at grading time
-    missing_globals: dict[str, Dropped]  # global a kept function reads -> the dropped statement assigning it
+    dropped: list[Dropped]  # top-level statements and cells left out at grading time, in run order
+    missing_globals: dict[str, Dropped]  # global a function reads -> the left-out statement assigning it
+    missing_messages: dict[str, str]  # global -> the NameError its placeholder raises
+    order_notes: list[str]  # where run order and cell order disagree (and which definition won)
     validation_errors: list[str]  # nbformat's schema complaints (recorded, not fatal)
+
+    @property
+    def source(self) -> str:
+        """The statements that run, in run order, as one Python text headed by the placeholders of missing
+        globals: to read, or to exec in one piece without budgets (the worker runs `statements` one by one)."""
+        parts = []
+        if self.missing_messages:
+            parts.append("from labcheck.untrusted.loader import MissingGlobal as _LabcheckMissingGlobal\n"
+                         + "\n".join(f"{name} = _LabcheckMissingGlobal({message!r})"
+                                     for name, message in self.missing_messages.items()))
+        parts += [f"# {s.where}\n{s.code.lstrip(chr(10))}" for s in self.statements]
+        return "\n\n".join(parts) + "\n"
+
+    def counts(self) -> dict[str, int]:
+        return {kind: sum(s.kind == kind for s in self.statements) for kind in (IMPORT, DEFINITION, CODE)}
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -94,33 +156,15 @@ def _dotted(node: ast.AST) -> str | None:
     return None
 
 
-def _is_constant_expr(value: ast.AST, known: set[str]) -> bool:
-    """Literals, and arithmetic/conditions over literals, kept names and SAFE_CALLS: cheap and pure."""
-    for node in ast.walk(value):
-        if not isinstance(node, _CONSTANT_EXPRS):
-            return False
-        if isinstance(node, ast.Name) and node.id not in known:
-            return False
+def _root(node: ast.AST) -> str | None:
+    """The name a call chain starts from: `plt` in plt.gca().plot(x), `drive` in drive.mount(...)."""
+    while True:
         if isinstance(node, ast.Call):
-            name = _dotted(node.func)
-            if name not in SAFE_CALLS:
-                return False
-    return True
-
-
-def _is_constant_assignment(node: ast.stmt, known: set[str] | None = None) -> bool:
-    """`NAME = <constant expression>` (or annotated): kept from notebooks; anything else is dropped."""
-    if isinstance(node, ast.Assign):
-        targets, value = node.targets, node.value
-    elif isinstance(node, ast.AnnAssign) and node.value is not None:
-        targets, value = [node.target], node.value
-    else:
-        return False
-    names = [t for t in targets if isinstance(t, ast.Name)]
-    tuples = [t for t in targets if isinstance(t, ast.Tuple) and all(isinstance(e, ast.Name) for e in t.elts)]
-    if len(names) + len(tuples) != len(targets):
-        return False
-    return _is_constant_expr(value, set(known or ()) | set(dir(builtins)))
+            node = node.func
+        elif isinstance(node, (ast.Attribute, ast.Subscript)):
+            node = node.value
+        else:
+            return node.id if isinstance(node, ast.Name) else None
 
 
 def _bound_names(node: ast.stmt) -> set[str]:
@@ -129,13 +173,31 @@ def _bound_names(node: ast.stmt) -> set[str]:
         return {node.name}
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         return {(a.asname or a.name).split(".")[0] for a in node.names if a.name != "*"}
-    names = set()
-    for sub in ast.walk(node):
-        if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            continue
+    names, local = set(), set()
+    for sub in _walk_here(node):
         if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
             names.add(sub.id)
-    return names
+        elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and sub is not node:
+            names.add(sub.name)  # (a def inside an if/try at top level)
+        elif isinstance(sub, ast.comprehension):
+            local |= {n.id for n in ast.walk(sub.target) if isinstance(n, ast.Name)}
+    return names - local
+
+
+def _walk_here(node: ast.AST):
+    """ast.walk without entering function, lambda or class bodies (what runs when the statement runs)."""
+    todo = [node]
+    while todo:
+        sub = todo.pop()
+        yield sub
+        if sub is not node and isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            todo.extend(getattr(sub, "decorator_list", []))
+            continue
+        todo.extend(ast.iter_child_nodes(sub))
+
+
+def _names_read(node: ast.stmt) -> list[str]:
+    return sorted({n.id for n in _walk_here(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)})
 
 
 def _cell_code(source: str) -> str | None:
@@ -148,7 +210,10 @@ def _cell_code(source: str) -> str | None:
         if (magic.split() or [""])[0] not in PYTHON_CELL_MAGICS:
             return None
         source = "\n" + body  # keeps line numbers those of the cell
-    return TransformerManager().transform_cell(source)
+    lines = source.splitlines(True)
+    blank = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    # (IPython drops leading blank lines: put them back, so that line numbers stay the cell's)
+    return "\n" * blank + TransformerManager().transform_cell("".join(lines[blank:]))
 
 
 def _read_nbformat(text: str):
@@ -192,127 +257,246 @@ def _read_nbformat(text: str):
     return nb, version, errors
 
 
-def _cell_label(index: int, cell) -> str:
+def _count(cell) -> int | None:
     count = cell.get("execution_count")
-    return f"cell {index + 1}" + (f" (In [{count}])" if isinstance(count, int) else "")
+    return count if isinstance(count, int) and not isinstance(count, bool) else None
 
 
-def _drop_reason(node: ast.stmt) -> str:
-    if isinstance(node, (ast.For, ast.While, ast.AsyncFor)):
-        return "a top-level loop (training code)"
-    if "get_ipython()" in ast.unparse(node):
-        return "an IPython magic or shell command"
-    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
-        return f"a top-level call ({_dotted(node.value.func) or 'expression'})"
-    if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-        return "a computed value (only constants are kept)"
-    return "top-level code (only imports, def, class and constants are kept)"
+def _cell_label(index: int, cell) -> str:
+    """"cell 7, In [12]": the cell's place in the file (1-based, every kind of cell counts) and its count."""
+    count = _count(cell)
+    return f"cell {index + 1}" + (f", In [{count}]" if count is not None else "")
 
 
-def _segment(code: str, node: ast.stmt) -> str:
-    """The statement's source as written, with its decorators (ast's segment of a def omits them)."""
-    decorators = [f"@{ast.get_source_segment(code, d) or ast.unparse(d)}" for d in getattr(node, "decorator_list", [])]
-    return "\n".join(decorators + [ast.get_source_segment(code, node) or ast.unparse(node)])
+def run_order(cells: list) -> list[int]:
+    """Indices of the code cells in the order they run: by execution count, ties in file order; a cell
+    without a count right after the cell above it (so, without counts, top to bottom)."""
+    keys, last = [], -1
+    for index, cell in enumerate(cells):
+        if cell.get("cell_type") != "code":
+            continue
+        count = _count(cell)
+        if count is not None:
+            last = count
+            keys.append(((count, 0, index), index))
+        else:
+            keys.append(((last, 1, index), index))
+    return [index for _, index in sorted(keys)]
 
 
-def _globals_read(source: str) -> dict[str, str]:
-    """Implicit globals referenced inside every def/class of `source`: name -> the def that reads it."""
-    found: dict[str, str] = {}
+def _segment(code: str, node: ast.stmt) -> tuple[int, str]:
+    """(first line, source as written) of a top-level statement, decorators included (ast's segment of a
+    def omits them), preceded by empty lines so that its line numbers are the cell's."""
+    decorators = getattr(node, "decorator_list", [])
+    first = min([node.lineno] + [d.lineno for d in decorators])
+    text = "\n".join([f"@{ast.get_source_segment(code, d) or ast.unparse(d)}" for d in decorators]
+                     + [ast.get_source_segment(code, node) or ast.unparse(node)])
+    return first, "\n" * (first - 1) + text
+
+
+def _aliases(node: ast.stmt, modules: tuple[str, ...]) -> set[str]:
+    """Names an import statement binds to (things from) one of `modules`."""
+    if isinstance(node, ast.Import):
+        return {(a.asname or a.name).split(".")[0] for a in node.names if a.name.startswith(modules)}
+    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(modules):
+        return {a.asname or a.name for a in node.names if a.name != "*"}
+    return set()
+
+
+def _contains_loop(node: ast.stmt) -> bool:
+    return any(isinstance(n, (ast.For, ast.While, ast.AsyncFor)) for n in _walk_here(node))
+
+
+def _calls(node: ast.stmt) -> list[ast.Call]:
+    return [n for n in _walk_here(node) if isinstance(n, ast.Call)]
+
+
+def _output_only(node: ast.stmt, output_names: set[str]) -> bool:
+    """A statement whose only effect is what the student sees: a shown value, a print, a plot."""
+    if isinstance(node, ast.Expr):
+        value = node.value
+        if not isinstance(value, (ast.Call, ast.Await)):
+            return True  # `model`, `x.shape`, a string: Jupyter shows the value, nothing else happens
+        if isinstance(value, ast.Call):
+            name = _dotted(value.func) or ""
+            return (name in OUTPUT_CALLS or _root(value) in output_names
+                    or (isinstance(value.func, ast.Attribute) and value.func.attr in OUTPUT_METHODS))
+        return False
+    if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Call):
+        return _root(node.value) in output_names  # fig, ax = plt.subplots()
+    return False
+
+
+def _leave_out(node: ast.stmt, output_names: set[str], colab_names: set[str], available: set[str],
+               left_out: dict[str, Dropped]) -> str | None:
+    """Why a top-level statement does not run at grading time, or None when it runs."""
+    if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return None  # imports and definitions always run
+    calls = _calls(node)
+    names = {_dotted(c.func) for c in calls}
+    if any(n and n.startswith("get_ipython") for n in names):
+        return "an IPython magic or shell command (`%`, `!`): it runs only in IPython"
+    if "input" in names:
+        return "it asks for input(): nobody types at grading time"
+    if names & EXIT_CALLS:
+        return "it ends the program (in Jupyter it only stops the cell)"
+    if any(k.arg == "download" and not (isinstance(k.value, ast.Constant) and not k.value.value)
+           for c in calls for k in c.keywords):
+        return "it downloads data: the grader has no network and brings its own data"
+    if any(_root(c) in colab_names for c in calls):
+        return "Google Colab only (drive.mount, files.upload)"
+    if _contains_loop(node):
+        return "a top-level loop (training or evaluation): loops do not run at grading time"
+    if _output_only(node, output_names):
+        return "output only (a shown value, a print or a plot)"
+    for name in _names_read(node):
+        if name not in available and name in left_out:
+            return f"it uses `{name}`, which only a left-out statement assigns ({left_out[name].where})"
+    return None
+
+
+def _globals_read(statements: list[Statement]) -> dict[str, list[str]]:
+    """Implicit globals referenced inside the defs and classes that run: name -> the defs that read it."""
+    found: dict[str, list[str]] = {}
 
     def visit(table: symtable.SymbolTable, owner: str) -> None:
         for child in table.get_children():
             name = owner or child.get_name()
             for sym in child.get_symbols():
                 if sym.is_referenced() and sym.is_global():
-                    found.setdefault(sym.get_name(), name)
+                    readers = found.setdefault(sym.get_name(), [])
+                    if name not in readers:
+                        readers.append(name)
             visit(child, name)
 
-    visit(symtable.symtable(source, "<notebook>", "exec"), "")
+    for s in statements:
+        if s.kind == DEFINITION:
+            try:
+                visit(symtable.symtable(s.code, "<notebook>", "exec"), "")
+            except SyntaxError:  # (symtable is stricter than ast in rare cases: nothing to learn there)
+                continue
     return found
 
 
-_PLACEHOLDER = '''
-class _LabcheckMissingGlobal:
-    """Stands for a global that only a dropped notebook cell assigns: any use raises NameError(message)."""
-    __slots__ = ("_message",)
-
-    def __init__(self, message):
-        object.__setattr__(self, "_message", message)
-
-    def _fail(self, *args, **kwargs):
-        raise NameError(object.__getattribute__(self, "_message"))
-
-    __getattr__ = __setattr__ = __call__ = __bool__ = __index__ = __int__ = __float__ = __iter__ = _fail
-    __len__ = __getitem__ = __setitem__ = __contains__ = __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _fail
-    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _fail
-    __floordiv__ = __rfloordiv__ = __pow__ = __rpow__ = __matmul__ = __rmatmul__ = __neg__ = __enter__ = _fail
-    __hash__ = None
-
-    def __repr__(self):
-        return "<missing notebook global>"
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        for value in list(args) + list((kwargs or {}).values()):
-            if isinstance(value, cls):
-                value._fail()
-        return NotImplemented
-'''
-
-
-def _missing_message(name: str, reader: str, where: Dropped) -> str:
-    return (f"{name!r} is read by {reader}() but only assigned in notebook {where.cell}, line {where.line} "
-            f"(`{where.code}`), {where.reason} that the grader does not run: only imports, def, class and "
-            f"constants of a notebook run at grading time. Create {name} inside the function that needs it, "
-            f"or pass it as an argument.")
+def missing_global_message(name: str, readers: list[str], where: str, code: str, why: str) -> str:
+    """The NameError a function gets on reading a global that the notebook assigns only where it did not run."""
+    used = ", ".join(f"{r}()" for r in readers[:4]) if readers else "your code"
+    return (f"{name!r} (used by {used}) is only assigned in notebook {where} (`{code}`), which did not run "
+            f"at grading time: {why}. Create {name} in a statement that runs (imports, def, class and "
+            f"module-level objects such as `criterion = nn.CrossEntropyLoss()` do), inside the function that "
+            f"needs it, or pass it as an argument.")
 
 
 def read_notebook(text: str) -> NotebookSource:
-    """The notebook's definitions as Python source, and an account of everything left out."""
+    """The notebook's statements in the order they run, and an account of everything left out (module
+    docstring: the rule)."""
     nb, version, errors = _read_nbformat(text)
-    kept: list[str] = []
-    known: set[str] = set()  # names bound by kept statements, in cell order
+    statements: list[Statement] = []
+    cells: dict[str, str] = {}
     dropped: list[Dropped] = []
-    assigned_in_dropped: dict[str, Dropped] = {}
-    for index, cell in enumerate(nb.cells):
-        if cell.get("cell_type") != "code":
-            continue
+    output_names: set[str] = set()
+    colab_names: set[str] = set()
+    available: set[str] = set()  # names bound by statements that run, so far in run order
+    left_out: dict[str, Dropped] = {}  # name -> the (last) left-out statement assigning it
+    definitions: dict[str, list[tuple[int, str]]] = {}  # def/class name -> (file index, cell) in run order
+    order = run_order(nb.cells)
+    for index in order:
+        cell = nb.cells[index]
         label = _cell_label(index, cell)
+        if not cell.source.strip():
+            continue
+        cells[label] = cell.source
         code = _cell_code(cell.source)
         if code is None:
-            dropped.append(Dropped(label, 1, cell.source.strip().splitlines()[0], "a non-Python cell magic"))
+            dropped.append(Dropped(label, 1, cell.source.strip().splitlines()[0][:80],
+                                   "a non-Python cell magic: it runs only in IPython"))
             continue
         try:
             tree = ast.parse(code)
         except SyntaxError as e:
-            dropped.append(Dropped(label, e.lineno or 1, (e.text or "").strip(), f"a syntax error ({e.msg})"))
+            dropped.append(Dropped(label, e.lineno or 1, (e.text or "").strip()[:80],
+                                   f"a syntax error ({e.msg}): the whole cell does not run, as in Jupyter"))
             continue
         for node in tree.body:
-            if isinstance(node, SAFE_NODES) or _is_constant_assignment(node, known):
-                kept.append(f"# {label}\n" + _segment(code, node))
-                known |= _bound_names(node)
+            output_names |= _aliases(node, OUTPUT_MODULES)
+            colab_names |= _aliases(node, COLAB_MODULES)
+            line, segment = _segment(code, node)
+            bound = _bound_names(node)
+            reason = _leave_out(node, output_names, colab_names, available, left_out)
+            if reason is not None:
+                written = cell.source.splitlines()[line - 1:line] or segment.strip().splitlines()
+                drop = Dropped(label, line, written[0].strip()[:100], reason)  # as the student wrote it (`!pip`)
+                dropped.append(drop)
+                for name in bound - available:
+                    left_out[name] = drop
                 continue
-            first = (ast.get_source_segment(code, node) or ast.unparse(node)).splitlines()[0][:80]
-            drop = Dropped(label, node.lineno, first, _drop_reason(node))
-            dropped.append(drop)
-            for name in _bound_names(node):
-                assigned_in_dropped.setdefault(name, drop)  # the first assignment is where to look
-    source = "\n\n".join(kept) + "\n"
+            kind = (IMPORT if isinstance(node, (ast.Import, ast.ImportFrom)) else
+                    DEFINITION if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else CODE)
+            statements.append(Statement(label, line, segment, kind, tuple(sorted(bound))))
+            available |= bound
+            if kind == DEFINITION:
+                definitions.setdefault(node.name, []).append((index, label))
     missing: dict[str, Dropped] = {}
-    placeholders = []
-    for name, reader in sorted(_globals_read(source).items()):
-        if name in known or name not in assigned_in_dropped:
+    messages: dict[str, str] = {}
+    for name, readers in sorted(_globals_read(statements).items()):
+        if name in available or name not in left_out:
             continue  # defined, or a builtin, or a plain student mistake (a NameError as usual)
-        missing[name] = assigned_in_dropped[name]
-        message = _missing_message(name, reader, missing[name])
-        placeholders.append(f"{name} = _LabcheckMissingGlobal({message!r})")
-    if placeholders:
-        source = _PLACEHOLDER.lstrip() + "\n\n" + "\n".join(placeholders) + "\n\n" + source
-    return NotebookSource(source, version, dropped, missing, errors)
+        missing[name] = where = left_out[name]
+        messages[name] = missing_global_message(name, readers, where.where, where.code, where.reason)
+    return NotebookSource(statements, cells, version, dropped, missing, messages,
+                          _order_notes(nb.cells, order, definitions), errors)
+
+
+def _order_notes(cells: list, order: list[int], definitions: dict[str, list[tuple[int, str]]]) -> list[str]:
+    """Where the run order (execution counts) differs from the cells' order, and which definition won."""
+    notes = []
+    ran = [i for i in order if cells[i].source.strip()]
+    moved = [(a, b) for a, b in zip(ran, ran[1:]) if b < a]
+    if moved:
+        shown = "; ".join(f"{_cell_label(b, cells[b])} ran after {_cell_label(a, cells[a])}" for a, b in moved[:3])
+        notes.append(f"Cells ran in the order you ran them (their In [n] counts), not top to bottom: {shown}"
+                     + (f"; and {len(moved) - 3} more" if len(moved) > 3 else "") + ".")
+    uncounted = [i for i in ran if _count(cells[i]) is None]
+    if uncounted and len(uncounted) < len(ran):
+        notes.append(f"{len(uncounted)} cell(s) have no In [n] (not run in the saved notebook): each ran right after "
+                     f"the cell above it ({', '.join(f'cell {i + 1}' for i in uncounted[:5])}).")
+    for name, places in definitions.items():
+        if len(places) > 1 and places[-1][0] != max(i for i, _ in places):
+            others = ", ".join(label for _, label in places[:-1])
+            notes.append(f"`{name}` is defined more than once: graded is the one in {places[-1][1]}, which you ran "
+                         f"last (as your kernel did), not the one lower in the notebook ({others}).")
+    return notes
+
+
+def notebook_report(nb: NotebookSource, listed: int = LISTED) -> list[str]:
+    """What of the notebook ran and what was left out, and why, for the student: results.json's `output`
+    (so feedback.md) and the platform packages. What failed while running is the worker's to say
+    (labcheck.untrusted.loader)."""
+    counts = nb.counts()
+    lines = [f"Notebook (nbformat {nb.nbformat[0]}.{nb.nbformat[1]}) graded as you ran it: {len(nb.statements)} "
+             f"top-level statements run ({counts[IMPORT]} imports, {counts[DEFINITION]} definitions, {counts[CODE]} "
+             f"other statements such as module-level objects, each under a small CPU budget)"
+             + (f"; {len(nb.dropped)} left out (listed, not counted):" if nb.dropped else ".")]
+    lines += [f"- {d.where}: `{d.code}`: {d.reason}" for d in nb.dropped[:listed]]
+    if len(nb.dropped) > listed:
+        lines.append(f"- and {len(nb.dropped) - listed} more (results.json: extra_data.labcheck.notebook)")
+    lines += nb.order_notes
+    for name, where in nb.missing_globals.items():
+        lines.append(f"{name!r} is used by your functions but only assigned in {where.where} (`{where.code}`), which "
+                     "did not run: tests that use it fail with a NameError saying so.")
+    lines += [f"Notebook problem: {e}" for e in nb.validation_errors]
+    return lines
+
+
+def notebook_account(nb: NotebookSource) -> dict:
+    """The same account as data (results.json: extra_data.labcheck.notebook)."""
+    return {"nbformat": list(nb.nbformat), "ran": nb.counts(),
+            "left_out": [dataclasses.asdict(d) for d in nb.dropped], "order": list(nb.order_notes),
+            "missing_globals": sorted(nb.missing_globals), "problems": list(nb.validation_errors)}
 
 
 def notebook_to_source(text: str) -> str:
-    """The Python the worker runs for a notebook (see read_notebook)."""
+    """The Python a notebook amounts to (NotebookSource.source)."""
     return read_notebook(text).source
 
 
@@ -363,6 +547,26 @@ def submission_entry(path: Path, exercise: str) -> Path:
             f"({expected_files_message(exercise)})"
         )
     raise FileNotFoundError(f"submission {path} does not exist")
+
+
+MAX_FILES, MAX_BYTES = 200, 20 * 2**20  # what one submission folder may hold (its own modules, small data)
+_SKIPPED = ("__pycache__", ".ipynb_checkpoints")  # what a notebook server or Python leaves beside the code
+
+
+def submission_files(path: Path, exercise: str) -> tuple[Path, list[Path]]:
+    """(entry, every file of the submission): for a folder, its entry and all its regular files (the student's
+    own modules beside it, which the entry may import), hidden files and caches aside; for a file, itself.
+    Links are refused (refuse_links); a folder over MAX_FILES files or MAX_BYTES is refused too."""
+    entry = submission_entry(path, exercise)
+    if not Path(path).is_dir():
+        return entry, [entry]
+    files = sorted(f for f in Path(path).rglob("*") if f.is_file() and not any(
+        part.startswith(".") or part in _SKIPPED for part in f.relative_to(path).parts))
+    size = sum(f.stat().st_size for f in files)
+    if len(files) > MAX_FILES or size > MAX_BYTES:
+        raise ValueError(f"the submission folder holds {len(files)} files, {size / 2**20:.1f} MB: at most "
+                         f"{MAX_FILES} files and {MAX_BYTES // 2**20} MB (your code and the modules it imports)")
+    return entry, files
 
 
 def read_submission(path: Path, exercise: str) -> tuple[Path, str]:

@@ -15,6 +15,10 @@ import numpy as np
 import torch
 
 MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB; a reply larger than this is a hostile or broken submission
+# The JSON part (structure, numbers in plain lists) is decoded into Python objects, ~50x its size in memory:
+# capped, so that decoding stays linear and small in the reply's size; bulk data travels as binary buffers
+# (tensors, arrays: one copy each). The largest header an example submission's replies have is far below it.
+MAX_HEADER_BYTES = 4 << 20
 MAX_DEPTH = 32
 _DTYPES = {
     "float16": (np.float16, torch.float16), "float32": (np.float32, torch.float32),
@@ -93,6 +97,9 @@ def decode(data: bytes):
         raise WireError("message too large")
     try:
         header_len, n_buffers = struct.unpack(">II", data[:8])
+        if header_len > MAX_HEADER_BYTES:
+            raise WireError(f"the reply's structure has {header_len / 2**20:.1f} MB of plain values (at most "
+                            f"{MAX_HEADER_BYTES >> 20} MB): return tensors or arrays, not long Python lists")
         header = json.loads(data[8 : 8 + header_len])
         pos = 8 + header_len
         buffers = []

@@ -27,8 +27,8 @@ def _steal():
         if data and b'labcheck.worker' not in data:
             stolen.append(f'{t}: {data[:40]!r}')
     try:
-        import labcheck.cli
-        stolen.append(repr(labcheck.cli.load_reference('width')))
+        import labcheck.exercises
+        stolen.append(repr(labcheck.exercises.get('width').load_reference()))
     except BaseException:
         pass
     return stolen

@@ -32,6 +32,9 @@ class Options:
     seconds: float = 2.0  # minimum seconds per timed loop; its fastest round counts
     threads: int | None = None  # torch and BLAS threads (None: $LABCHECK_BENCH_THREADS or 1)
     grading_class: int | None = None  # students in the grading row, 0 skips it (None: its env or default)
+    grading_python: str | None = None  # the grading-memory row's interpreter (None: $LABCHECK_BENCH_GRADING_PYTHON
+    #                                    or this one): the platform's environment, e.g. a CPU build of torch
+    grading_submission: str | None = None  # what the grading-memory row grades (None: examples/correct.py)
     repeats: int | None = None  # measurements of every case (None: SAVED_REPEATS when saving or comparing, else 1)
     save: str | None = None  # store this run under this name
     compare: str | None = None  # compare with this saved run
@@ -140,20 +143,28 @@ def _measure(opts: Options, old: history.SavedRun | None) -> int:
     misses = [m for res in results for m in res.misses()]
     size = grading.grading_class_size(opts)
     exercise = opts.exercise or "sgd"
-    graded = None
+    graded = memory_row = None
     if size > 0 and exercises.REGISTRY[exercise].examples_dir.is_dir():
         print(f"grading a class of {size} copies of the bundled {exercise} examples both ways "
-              f"(set {grading.GRADING_CLASS_ENV}=0 to skip) ...", flush=True)
+              f"(set {grading.GRADING_CLASS_ENV}=0 to skip both grading rows) ...", flush=True)
         graded = grading.measure_grading(exercise, size)
         print(grading.format_grading(graded))
         misses += graded.misses()
+        if grading.grading_memory_enabled():
+            print(f"grading one {exercise} submission through the Gradescope package, its memory sampled "
+                  f"(set {grading.MEMORY_ENV}=0 to skip) ...", flush=True)
+            memory_row = grading.measure_package_memory(exercise, opts.grading_python,
+                                                        submission=opts.grading_submission)
+            print(grading.format_memory(memory_row))
+            misses += memory_row.misses()
     for miss in misses:
         print(f"MISS {miss}")
     status = 1 if misses and enforce_targets() else 0
     if opts.save or old is not None:
         run = history.make_run(opts.save or "this-run", by_repeat, device.type, threads,
                                clock_name(clock_for(device)), float(opts.seconds), native.status(),
-                               graded.extra_info() if graded else None)
+                               {**graded.extra_info(), **({"memory": memory_row.extra_info()} if memory_row else {})}
+                               if graded else None)
         if opts.save:
             print(f"saved as {opts.save!r}: {history.save(run, opts.store)}")
         if old is not None:

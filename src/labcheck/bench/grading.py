@@ -150,3 +150,133 @@ def grading_class_size(args) -> int:
         size = int(os.environ.get(GRADING_CLASS_ENV) or DEFAULT_GRADING_CLASS)
     return size
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory of one grading on a platform (issue #26 item 3)
+
+MEMORY_TARGET_MB = 768  # Gradescope's default container, MiB (labcheck.package.PLATFORMS): one grading must fit
+MEMORY_ENV = "LABCHECK_BENCH_GRADING_MEMORY"  # "0" skips `labcheck bench`'s grading-memory row
+PYTHON_ENV = "LABCHECK_BENCH_GRADING_PYTHON"  # the interpreter of the platform's environment (default: this one)
+
+
+@dataclasses.dataclass
+class MemoryResult:
+    """Peak memory of grading one submission through the Gradescope package, the whole process tree counted
+    as its container counts it (labcheck.bench.memory): the entry point, the grader, the student's worker.
+
+    As on the platform: the package built by `labcheck package`, its expected-answer cache filled first (as
+    setup.sh does), one submission (the exercise's examples/correct.py) graded by run_autograder with a fresh
+    grader and worker and no bubblewrap (Docker's default seccomp profile refuses its namespaces). Only the
+    torch build differs where this machine has another: the row says which build it measured."""
+
+    exercise: str
+    python: str  # the interpreter that graded (the platform's environment)
+    torch: str  # its torch.__version__
+    build: str  # "cpu" or "cuda" (torch.version.cuda)
+    peak: object  # labcheck.bench.memory.Peak
+    score: float
+    max_score: float
+    expected_computed: int | None  # reference answers computed while grading (0: the cache served them all)
+    target_mb: float = MEMORY_TARGET_MB
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.peak.total_mib <= self.target_mb and self.score == self.max_score > 0 else "MISS"
+
+    def misses(self) -> list[str]:
+        if self.verdict == "PASS":
+            return []
+        why = []
+        if self.peak.total_mib > self.target_mb:
+            why.append(f"peak {self.peak.total_mib:.0f} MiB > {self.target_mb:g} MB")
+            if self.build == "cuda":
+                why.append("torch's CUDA build maps its CUDA libraries in every process (the packages install the "
+                           f"CPU build: measure that environment with {PYTHON_ENV}=<its python>)")
+        if self.score != self.max_score or not self.max_score:
+            why.append(f"the correct example scored {self.score:g}/{self.max_score:g}")
+        return [f"grading memory ({self.exercise}): " + "; ".join(why)]
+
+    def extra_info(self) -> dict:
+        return {"exercise": self.exercise, "torch": self.torch, "build": self.build,
+                "peak_mib": self.peak.total_mib, "anon_mib": self.peak.anon_mib, "file_mib": self.peak.file_mib,
+                "target_mb": self.target_mb, "verdict": self.verdict, "expected_computed": self.expected_computed}
+
+
+def torch_of(python: str) -> tuple[str, str]:
+    """(torch.__version__, 'cpu' or 'cuda') of the interpreter `python`."""
+    import subprocess
+
+    out = subprocess.run([python, "-c", "import torch; print(torch.__version__, 'cuda' if torch.version.cuda else 'cpu')"],
+                         capture_output=True, text=True, timeout=300).stdout.split()
+    return (out[0], out[1]) if len(out) == 2 else ("?", "?")
+
+
+def autograder_folder(zip_path: Path, root: Path, submission: Path, exercise: str) -> Path:
+    """`root` laid out as Gradescope's /autograder: source/ (the zip, modes kept), run_autograder, the upload."""
+    import shutil
+    import stat
+    import zipfile
+
+    (root / "source").mkdir(parents=True)
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(root / "source")
+        for info in zf.infolist():  # zipfile drops the mode bits; Gradescope keeps them
+            mode = info.external_attr >> 16
+            if mode:
+                os.chmod(root / "source" / info.filename, stat.S_IMODE(mode))
+    shutil.copy(root / "source" / "run_autograder", root / "run_autograder")  # as Gradescope's image build does
+    (root / "submission").mkdir()
+    shutil.copy(submission, root / "submission" / f"{exercise}.py")
+    (root / "submission_metadata.json").write_text('{"id": 1, "users": []}')
+    return root
+
+
+def measure_package_memory(exercise: str = "sgd", python: str | None = None, workdir: Path | None = None,
+                           submission: Path | None = None) -> MemoryResult:
+    """Build `exercise`'s Gradescope package, fill its expected-answer cache, grade `submission` (default:
+    examples/correct.py) through run_autograder and sample the process tree's memory (see MemoryResult)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    import labcheck
+    from labcheck import package
+    from labcheck.bench import memory
+    from labcheck.exercises import get
+    from labcheck.package import gradescope
+
+    python = python or os.environ.get(PYTHON_ENV) or sys.executable
+    source = Path(labcheck.__file__).resolve().parents[1]  # this labcheck, for another interpreter too
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+           "LABCHECK_PYTHON": python, "LABCHECK_BWRAP": "", "LABCHECK_GRADER": "fresh", "LABCHECK_WORKER": "fresh"}
+    env.pop("LABCHECK_EXPECTED_CACHE", None)  # the package's own cache, as run_autograder sets it
+    version, build = torch_of(python)
+    with tempfile.TemporaryDirectory(prefix="labcheck-bench-memory-", dir=workdir) as tmp:
+        zip_path = gradescope.build(package.make_config(exercise), Path(tmp) / "autograder.zip")
+        root = autograder_folder(zip_path, Path(tmp) / "autograder",
+                                 Path(submission or get(exercise).examples_dir / "correct.py").resolve(), exercise)
+        env["AUTOGRADER_ROOT"] = str(root)
+        subprocess.run([python, "-m", "labcheck.package.gradescope", "--warm", "--root", str(root)],
+                       env={**env, "LABCHECK_HOME": str(root / "source" / gradescope.CHECKOUT)}, check=True,
+                       stdout=subprocess.DEVNULL)
+        peak = memory.measure([str(root / "run_autograder")], env=env, cwd=str(root))
+        results = json.loads((root / "results" / "results.json").read_text())
+    meta = (results.get("extra_data") or {}).get("labcheck") or {}
+    return MemoryResult(exercise, python, version, build, peak, float(results.get("score", 0)),
+                        float(meta.get("max_score", 0)), meta.get("expected_computed"))
+
+
+def format_memory(res: MemoryResult) -> str:
+    from labcheck.bench.memory import format_peak
+
+    cache = ("warm cache" if res.expected_computed == 0 else
+             f"{res.expected_computed} reference answers computed" if res.expected_computed else "cache ?")
+    return (f"grading memory {res.exercise}: peak {format_peak(res.peak)} grading one submission through the "
+            f"Gradescope package ({res.score:g}/{res.max_score:g}, {cache}, {res.peak.seconds:.0f} s), torch "
+            f"{res.torch} ({res.build} build)  target <={res.target_mb:g} MB {res.verdict}")
+
+
+def grading_memory_enabled() -> bool:
+    return os.environ.get(MEMORY_ENV, "1") != "0"

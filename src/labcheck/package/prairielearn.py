@@ -13,9 +13,23 @@ The question folder (PrairieLearn's docs/externalGrading.md and elements/pl-file
 
 Per job PrairieLearn puts the upload in /grade/student/ and expects /grade/results/results.json:
     {"gradable", "score" in [0, 1], "message", "output", "tests": [{"name", "points", "max_points",
-     "message", "output"}]}; an upload without a gradable file is {"gradable": false, "format_errors"}.
+     "message", "output"}]}; it shows all of it to the student at once (no per-test visibility, so
+    labcheck.package refuses visibility options for PrairieLearn). An upload that cannot be graded is
+    {"gradable": false, "format_errors"}: "invalid, not gradable", no points and no attempt used. That is
+    an upload without a gradable file, one Python cannot parse (a syntax error in the .py or in a
+    notebook's cell) and one whose every test failed to load; the message names the student's file.
+    So is one labcheck failed to grade (report.NOT_GRADED: a file of the package missing, an exception of ours,
+    a grader that died): never a 0; the details go to the job's log (stderr), which the instructor reads.
 
-    python -m labcheck.package.prairielearn --root /grade    (what run.sh runs)
+The expected-answer cache lives in tests/labcheck/expected/ (the image holds no grading files, so it
+cannot be filled when the image is built): run the image once on the question's tests/ folder,
+
+    docker run --rm -v "$PWD/tests:/grade/tests" IMAGE /grade/tests/run.sh --warm
+
+and commit what it writes; without it each job computes the reference's answers itself (slower).
+
+    python -m labcheck.package.prairielearn --root /grade           (what run.sh runs)
+    python -m labcheck.package.prairielearn --warm --root /grade    (run.sh --warm)
 """
 from __future__ import annotations
 
@@ -28,8 +42,8 @@ from pathlib import Path
 from labcheck import report
 from labcheck.exercises import get
 from labcheck.package import (
-    PackageConfig, UploadResult, clip, copy_files, entry_point, environment_files, grade_upload, grading_files,
-    provenance, template,
+    PL_VISIBILITY_REFUSED, PackageConfig, UploadResult, clip, copy_files, entry_point, environment_files,
+    grade_upload, grading_files, provenance, template,
 )
 from labcheck.submission import entry_names
 
@@ -81,15 +95,30 @@ def build(config: PackageConfig, out: Path, image: str, base_image: str = BASE_I
     run_sh.write_text(template("run.sh", VENV=VENV, DATA=DATA))
     run_sh.chmod(0o755)
     copy_files(environment, env / CHECKOUT)
-    (env / "setup.sh").write_text(template("setup.sh", SOURCE="/opt/labcheck-src", VENV=VENV, DATA=DATA))
+    (env / "setup.sh").write_text(template(
+        "setup.sh", SOURCE="/opt/labcheck-src", VENV=VENV, DATA=DATA, EXERCISE=ex.id, DATASETS=ex.dataset or "",
+        WARM=": # the image holds no grading files: run.sh --warm fills the question's tests/labcheck/expected/",
+        WARM_WHERE="PrairieLearn: not here, see the question's run.sh"))
     (env / "Dockerfile").write_text(template("Dockerfile", BASE_IMAGE=base_image, IMAGE_NAME=image.split("/")[-1]))
     return out
 
 
 def results_json(up: UploadResult, config: PackageConfig) -> dict:
     """PrairieLearn's results.json from labcheck's results of one upload."""
-    if up.entry is None:
-        return {"gradable": False, "format_errors": list(up.notes), "message": up.notes[0]}
+    if config.visibility != "visible" or config.test_visibility:  # a hand-edited package: never show them
+        raise ValueError(PL_VISIBILITY_REFUSED)
+    failed = report.not_graded(up.results)
+    if failed is not None:  # ours: PrairieLearn keeps the submission ungraded (no score, no attempt used)
+        for detail in failed.get("details") or []:
+            print(f"labcheck: not graded ({', '.join(failed.get('tests') or []) or 'every test'}):\n{detail}",
+                  file=sys.stderr)
+        return {"gradable": False, "format_errors": [f"Not graded: {report.NOT_GRADED}."],
+                "message": f"Not graded: {report.NOT_GRADED}."}
+    problem = up.problem or (f"Python cannot parse these cells of your notebook:\n{up.unparsed_cells}"
+                             if up.unparsed_cells else None)
+    if problem:  # invalid, not gradable: no points, no attempt used
+        errors = [problem] + [n for n in up.notes if n != problem and not n.startswith(("Graded ", "Received "))]
+        return {"gradable": False, "format_errors": errors, "message": " ".join(problem.splitlines()[:2])}
     tests = []
     for t in up.results.get("tests", []):
         output = clip(t.get("output", ""))
@@ -110,18 +139,24 @@ def run(root: Path) -> dict:
     try:
         config = PackageConfig.read(root / "tests" / CHECKOUT)
         hide = [root / "tests", root / "results", root / "data", root / "serverFilesCourse", root / "student"]
-        results = results_json(grade_upload(root / "student", config, hide), config)
-    except Exception as e:  # PrairieLearn shows an ungradable result instead of a silent failure
-        results = {"gradable": False, "format_errors": [f"labcheck could not grade this submission "
-                                                        f"({type(e).__name__}: {e}); please tell your instructor."],
-                   "output": clip(traceback.format_exc(), 3000)}
+        results = results_json(grade_upload(root / "student", config, hide, parse_errors_grade=False), config)
+    except Exception:  # ours: ungradable, never a 0; the traceback goes to the job's log, not to the student
+        print(f"labcheck: not graded:\n{traceback.format_exc()}", file=sys.stderr)
+        results = {"gradable": False, "format_errors": [f"Not graded: {report.NOT_GRADED}."],
+                   "message": f"Not graded: {report.NOT_GRADED}."}
     report.write_json_atomic(root / "results" / "results.json", results)
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     return entry_point(argv, "labcheck.package.prairielearn", __doc__, "GRADE_ROOT", "/grade",
-                       "the grading job's folder", run)
+                       "the grading job's folder", run, warm_paths)
+
+
+def warm_paths(root: Path) -> tuple[Path, Path]:
+    """(grading files, expected-answer cache) of the job folder `root` (where run.sh looks first)."""
+    home = Path(root) / "tests" / CHECKOUT
+    return home, home / "expected"
 
 
 if __name__ == "__main__":

@@ -105,6 +105,8 @@ _SECCOMP = {  # machine -> (AUDIT_ARCH, fork, vfork, execve, execveat, clone, cl
 # Reaching into another process (ptrace, process_vm_readv/writev, pidfd_getfd): refused too, so that a
 # zygote's child cannot touch the zygote that forks the next student's worker (labcheck.untrusted.zygote).
 _SECCOMP_PEEK = {"x86_64": (101, 310, 311, 438), "aarch64": (117, 270, 271, 438)}
+# memfd_create: memory held in an anonymous file escapes RLIMIT_DATA (issue #22: 4.5 GB held that way).
+_SECCOMP_MEMFD = {"x86_64": 319, "aarch64": 279}
 
 
 def seccomp_program(block_exec: bool = True) -> bytes | None:
@@ -119,7 +121,7 @@ def seccomp_program(block_exec: bool = True) -> bytes | None:
     ALLOW, EPERM, ENOSYS = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
     CLONE_THREAD = 0x00010000
     deny = [n for n in (fork, vfork) + ((execve, execveat) if block_exec else ()) + _SECCOMP_PEEK[platform.machine()]
-            if n is not None]
+            + (_SECCOMP_MEMFD[platform.machine()],) if n is not None]
     # program; jump offsets are relative to the next instruction
     prog = [(LD, 0, 0, 4)]  # A = arch
     body: list[tuple[int, int, int, int]] = []
