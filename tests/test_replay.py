@@ -118,8 +118,9 @@ def _recording(method):
     def run(self, probe, **kwargs):
         spec = self.probes[probe]
         inputs = spec.inputs(**kwargs)
-        if inputs:  # (a call without inputs, batchnorm's warm-up "ready", answers nothing a test judges)
-            SEEN.append(hashlib.sha256(spec.call.encode() + b"\\0" + wire.encode(inputs)).hexdigest())
+        if inputs:  # (a call without inputs, such as batchnorm's `ready`, has nothing a table could look up)
+            digest = hashlib.sha256(spec.call.encode() + b"\\0" + wire.encode(inputs)).hexdigest()
+            SEEN.append(f"{spec.call}:{digest}")
         return plugin.LabSession.expect_in_process(self, probe, **kwargs)
     return run
 
