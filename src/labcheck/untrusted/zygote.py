@@ -47,13 +47,13 @@ def _send(sock: socket.socket, message: dict) -> None:
 
 
 def _watched(folders) -> tuple[str, ...]:
-    """The folders the next child depends on: the writable ones, their entries' parents and every folder on
-    the way to them from /, outermost first (a child may chmod any of them, by path or by descriptor)."""
+    """The folders the next child depends on: the writable ones and every folder on the way to them from /,
+    outermost first (a child may chmod any of them, by path or by descriptor)."""
     found = set()
     for folder in folders:
         parts = folder.rstrip("/").split("/")
         found |= {"/".join(parts[:i]) or "/" for i in range(1, len(parts) + 1)}
-    return tuple(sorted(found, key=lambda p: (p.count("/") if p != "/" else 0, p)))
+    return tuple(sorted(found, key=lambda p: (p.count("/"), p)))  # ("/" sorts before "/tmp": same depth, shorter)
 
 
 def _state(folders: tuple[str, ...], writable: tuple[str, ...]) -> dict | None:
